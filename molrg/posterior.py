@@ -10,15 +10,18 @@ How it is computed (never an n x n matrix). Let ``W`` (n x r) be the frame of
 :func:`molrg.mixture.geometry`, ``z = W^T x_t / s`` and ``c = eta^2 + sigma^2``. In
 class k's eigen-coordinates ``u_k = Q_k^T (z - W^T mu_k)`` the covariance of ``x_t / s``
 is ``diag(v_k) + c``; outside the frame it is ``c I`` for every class, so the part of
-``x_t`` outside the frame drops out of the posterior. Subtracting the class-independent
+``x_t`` outside the frame drops out of the posterior. Dropping the class-independent
 ``||x_t / s - W z||^2 / c`` and ``n log c`` leaves, with ``G`` groups of equal variance,
 
-    logit_k = log pi_k - 1/2 sum_g n_g log1p(v_kg / c)
-              + 1/2 sum_g E_kg v_kg / (c (v_kg + c))  - (|m_k|^2 - 2 z.m_k) / (2c)
+    logit_k = log pi_k - 1/2 sum_g n_g log1p(v_kg / c) - 1/2 sum_g E_kg / (v_kg + c)
 
-(``E_kg`` the energy of ``u_k`` in group g, ``m_k = W^T mu_k``). Written this way every
-term is a sum of non-negative parts or a ``log1p``, so nothing cancels catastrophically
-for sigma from 1e-4 to 1e4 in float32. The conditional mean of class k is
+with ``E_kg`` the energy of ``u_k`` in group g. When the energies are shared by all
+classes (orthogonal subspaces, zero means) the class-independent
+``sum_g E_g / (v_ref_g + c)`` (``v_ref_g = max_k v_kg``) is dropped too, leaving
+``E_g (v_ref_g - v_kg) / ((v_kg + c)(v_ref_g + c)) >= 0``: no term cancels another,
+so the logits keep their accuracy in float32 for sigma from 1e-4 to 1e4. (With
+per-class coordinates the plain sum is kept; its absolute error at large sigma is
+``O(eps * r)``, negligible next to the posterior's own scale.) The conditional mean of class k is
 ``m_k + Q_k (g_k * u_k)`` in the frame with shrinkage ``g = (v + eta^2) / (v + c)``, plus
 ``eta^2 / c`` times the part of ``x_t / s`` outside the frame; the noise estimate
 ``x_t / s - E[x_0|x_t]`` (used by the score) uses ``1 - g = sigma^2 / (v + c)`` directly,
@@ -29,6 +32,8 @@ or ``O(B K r^2)`` (general structure) per call.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -90,7 +95,8 @@ def _analyse(mix, x, sigma, scale, dtype):
     geo = geometry(mix, dtype)
     W, Q, v, sizes, m = geo
     eta2 = jnp.square(mix.noise.astype(dtype))
-    c = eta2 + jnp.square(sigma)  # () or (B,)
+    sigma2 = jnp.square(sigma)
+    c = eta2 + sigma2  # () or (B,)
     z = (x @ W) / _col(scale)  # (B, r)
 
     # Coordinates per class: shared z (orthogonal, no means) or (B, K, r).
@@ -105,21 +111,26 @@ def _analyse(mix, x, sigma, scale, dtype):
     v = v[None]  # (1, K, G): every per-class array below is (1 or B, K, ...)
     cc = c if c.ndim == 0 else c[:, None, None]
     n_g = jnp.asarray(np.asarray(sizes), dtype)[None, None, :]
-    logdet = jnp.sum(n_g * jnp.log1p(v / cc), axis=-1)  # (1 or B, K)
-    excess_precision = v / (cc * (v + cc))  # (1 or B, K, G)
-    quad = jnp.sum(energy * excess_precision, axis=-1)  # (B, K)
-    logits = jnp.log(mix.weights.astype(dtype))[None, :] - 0.5 * logdet + 0.5 * quad
-    if m is not None:
-        logits = logits - (jnp.sum(m * m, axis=-1)[None, :] - 2.0 * z @ m.T) / (2.0 * _col(c))
-    return logits, geo._replace(variances=v), z, coords, c, cc, eta2
+    logdet = jnp.sum(n_g * jnp.log1p(v / cc), axis=-1)  # less the common n log c
+    if coords is z:
+        # Shared energies: subtract the class-independent sum_g E_g / (v_ref_g + c),
+        # v_ref_g = max_k v_kg, leaving non-negative products that keep their relative
+        # accuracy both for c << v (small sigma) and c >> v (large sigma).
+        v_ref = jnp.max(v, axis=1, keepdims=True)
+        coef = (v_ref - v) / ((v + cc) * (v_ref + cc))
+        quad = jnp.sum(energy * coef, axis=-1)  # (B, K)
+    else:
+        # Per-class coordinates: a plain sum of non-negative terms.
+        quad = jnp.sum(energy / (v + cc), axis=-1)
+    logits = jnp.log(mix.weights.astype(dtype))[None, :] - 0.5 * logdet - 0.5 * quad
+    return logits, geo._replace(variances=v), z, coords, c, cc, eta2, sigma2
 
 
 def _assemble(mix, x, scale, analysed, log_w, which):
     """E[x0|x_t] (which='denoise') or x_t/s - E[x0|x_t] (which='noise')."""
-    _, geo, z, coords, c, cc, eta2 = analysed
+    _, geo, z, coords, c, cc, eta2, sigma2 = analysed
     W, Q, v, sizes, m = geo
     w = jnp.exp(log_w)
-    sigma2 = c - eta2
     if which == "denoise":
         factor = (v + eta2) / (v + cc)  # shrinkage per class and group
         kappa = eta2 / c  # weight of the part outside the frame
@@ -141,6 +152,22 @@ def _assemble(mix, x, scale, analysed, log_w, which):
     return (h - kappa * z) @ W.T + (kappa / _col(scale)) * x
 
 
+@functools.partial(jax.jit, static_argnames=("which",))
+def _compute(mix, x, sigma, scale, which):
+    """The whole computation as one compiled program (validation happens outside)."""
+    dtype = x.dtype
+    analysed = _analyse(mix, x, sigma, scale, dtype)
+    log_w = jax.nn.log_softmax(analysed[0], axis=-1)
+    if which == "log_posterior":
+        return log_w
+    if which == "denoise":
+        return _assemble(mix, x, scale, analysed, log_w, "denoise"), log_w
+    resid = _assemble(mix, x, scale, analysed, log_w, "noise")
+    if which == "predict_noise":
+        return resid / _col(sigma)
+    return -resid / _col(scale * jnp.square(sigma))  # score
+
+
 def log_posterior(mix: MoLRG, x_t, sigma, scale=1.0) -> Array:
     """``log p(k | x_t)`` for every class (log-sum-exp stable).
 
@@ -153,10 +180,8 @@ def log_posterior(mix: MoLRG, x_t, sigma, scale=1.0) -> Array:
     Returns:
       ``(..., K)`` log posterior probabilities, in ``x_t``'s dtype.
     """
-    x, sig, sc, batch, dtype = _prepare(mix, x_t, sigma, scale)
-    logits = _analyse(mix, x, sig, sc, dtype)[0]
-    out = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    return out.reshape(*batch, mix.K)
+    x, sig, sc, batch, _ = _prepare(mix, x_t, sigma, scale)
+    return _compute(mix, x, sig, sc, "log_posterior").reshape(*batch, mix.K)
 
 
 def posterior(mix: MoLRG, x_t, sigma, scale=1.0) -> Array:
@@ -182,10 +207,9 @@ def denoise(mix: MoLRG, x_t, sigma, scale=1.0, *, return_posterior: bool = False
       >>> x0, _ = mix.sample(jax.random.key(1), 8)
       >>> xhat = denoise(mix, x0 + 0.5 * jax.random.normal(jax.random.key(2), x0.shape), 0.5)
     """
-    x, sig, sc, batch, dtype = _prepare(mix, x_t, sigma, scale)
-    analysed = _analyse(mix, x, sig, sc, dtype)
-    log_w = jax.nn.log_softmax(analysed[0], axis=-1)
-    out = _assemble(mix, x, sc, analysed, log_w, "denoise").reshape(*batch, mix.n)
+    x, sig, sc, batch, _ = _prepare(mix, x_t, sigma, scale)
+    out, log_w = _compute(mix, x, sig, sc, "denoise")
+    out = out.reshape(*batch, mix.n)
     if return_posterior:
         return out, jnp.exp(log_w).reshape(*batch, mix.K)
     return out
@@ -193,11 +217,8 @@ def denoise(mix: MoLRG, x_t, sigma, scale=1.0, *, return_posterior: bool = False
 
 def predict_noise(mix: MoLRG, x_t, sigma, scale=1.0) -> Array:
     """The optimal noise prediction ``E[eps | x_t] = (x_t / s - E[x_0 | x_t]) / sigma``."""
-    x, sig, sc, batch, dtype = _prepare(mix, x_t, sigma, scale)
-    analysed = _analyse(mix, x, sig, sc, dtype)
-    log_w = jax.nn.log_softmax(analysed[0], axis=-1)
-    resid = _assemble(mix, x, sc, analysed, log_w, "noise")
-    return (resid / _col(sig)).reshape(*batch, mix.n)
+    x, sig, sc, batch, _ = _prepare(mix, x_t, sigma, scale)
+    return _compute(mix, x, sig, sc, "predict_noise").reshape(*batch, mix.n)
 
 
 def score(mix: MoLRG, x_t, sigma, scale=1.0) -> Array:
@@ -207,8 +228,5 @@ def score(mix: MoLRG, x_t, sigma, scale=1.0) -> Array:
     a difference of nearly equal terms. Arguments as in :func:`denoise`; returns
     ``(..., n)``.
     """
-    x, sig, sc, batch, dtype = _prepare(mix, x_t, sigma, scale)
-    analysed = _analyse(mix, x, sig, sc, dtype)
-    log_w = jax.nn.log_softmax(analysed[0], axis=-1)
-    resid = _assemble(mix, x, sc, analysed, log_w, "noise")
-    return (-resid / _col(sc * jnp.square(sig))).reshape(*batch, mix.n)
+    x, sig, sc, batch, _ = _prepare(mix, x_t, sigma, scale)
+    return _compute(mix, x, sig, sc, "score").reshape(*batch, mix.n)

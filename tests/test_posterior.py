@@ -1,0 +1,248 @@
+"""The exact posterior, denoiser and score against independent references (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import molrg
+from tests.oracle import dense_posterior_and_denoise, make_log_density
+
+SIGMAS = [1e-3, 0.05, 0.7, 4.0, 300.0]
+
+
+def _mixtures():
+    k = list(jax.random.split(jax.random.key(7), 7))
+    return {
+        "orthogonal": molrg.random_molrg(k[0], n=14, K=3, d=3, delta=0.3),
+        "orthogonal+means+noise": molrg.random_molrg(
+            k[1], n=14, K=3, d=2, delta=0.2, noise=0.1,
+            means=0.6 * jax.random.normal(k[2], (3, 14), jnp.float64)),
+        "ragged+weights": molrg.random_molrg(k[3], n=12, K=3, d=[4, 1, 2], delta=0.25,
+                                             weights=jnp.array([0.6, 0.3, 0.1])),
+        "overlap30+means+noise+weights": molrg.random_molrg(
+            k[4], n=16, K=3, d=3, delta=0.3, noise=0.05, angle=30.0,
+            weights=jnp.array([0.5, 0.2, 0.3]),
+            means=0.5 * jax.random.normal(k[5], (3, 16), jnp.float64)),
+        "delta0": molrg.random_molrg(k[6], n=10, K=2, d=3),
+    }
+
+
+MIXTURES = _mixtures()
+
+
+def _noisy(mix, num, sigma, scale, seed=1):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    x0, labels = mix.sample(k1, num)
+    eps = jax.random.normal(k2, x0.shape, x0.dtype)
+    sig = jnp.asarray(sigma, x0.dtype)
+    sc = jnp.asarray(scale, x0.dtype)
+    col = (lambda v: v) if sig.ndim == 0 else (lambda v: v[:, None])
+    return x0, labels, col(sc) * (x0 + col(sig) * eps)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+@pytest.mark.parametrize("name", list(MIXTURES))
+@pytest.mark.parametrize("sigma", SIGMAS)
+def test_matches_dense_oracle_shared_sigma(name, sigma):
+    mix = MIXTURES[name]
+    _, _, xt = _noisy(mix, 6, sigma, 0.7)
+    post_ref, den_ref = dense_posterior_and_denoise(mix, xt, sigma, 0.7)
+    den, post = molrg.denoise(mix, xt, sigma, 0.7, return_posterior=True)
+    assert den.dtype == jnp.float64 and den.shape == xt.shape and post.shape == (6, mix.K)
+    assert np.max(np.abs(post - post_ref)) < 1e-9
+    assert _rel(den, den_ref) < 1e-9
+    np.testing.assert_allclose(molrg.posterior(mix, xt, sigma, 0.7), post, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("name", list(MIXTURES))
+def test_matches_dense_oracle_per_sample_sigma_and_scale(name):
+    mix = MIXTURES[name]
+    sigma = jnp.asarray(np.geomspace(2e-3, 50.0, 8))
+    scale = jnp.asarray(np.linspace(0.3, 1.0, 8))
+    _, _, xt = _noisy(mix, 8, sigma, scale)
+    post_ref, den_ref = dense_posterior_and_denoise(mix, xt, sigma, scale)
+    den, post = molrg.denoise(mix, xt, sigma, scale, return_posterior=True)
+    assert np.max(np.abs(post - post_ref)) < 1e-9
+    # relative per row: rows have very different sizes across sigma
+    for b in range(8):
+        assert _rel(den[b], den_ref[b]) < 1e-9
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), K=st.integers(1, 4), d=st.integers(1, 3),
+       delta=st.floats(0.0, 0.9), noise=st.floats(0.0, 0.3), log_sigma=st.floats(-2.5, 2.0),
+       overlap=st.booleans(), with_means=st.booleans())
+def test_random_mixtures_match_oracle(seed, K, d, delta, noise, log_sigma, overlap, with_means):
+    n = d * (K + 1) + 2
+    keys = jax.random.split(jax.random.key(seed), 3)
+    w = np.asarray(jax.random.dirichlet(keys[1], jnp.ones(K) * 2.0), np.float64) + 0.05
+    w = w / w.sum()
+    means = 0.5 * jax.random.normal(keys[2], (K, n), jnp.float64) if with_means else None
+    angle = 40.0 if (overlap and K > 1) else None
+    mix = molrg.random_molrg(keys[0], n=n, K=K, d=d, delta=delta, noise=noise, weights=w,
+                             angle=angle, means=means)
+    sigma = 10.0**log_sigma
+    _, _, xt = _noisy(mix, 4, sigma, 1.0, seed=seed % 1000)
+    post_ref, den_ref = dense_posterior_and_denoise(mix, xt, sigma)
+    den, post = molrg.denoise(mix, xt, sigma, return_posterior=True)
+    assert np.max(np.abs(post - post_ref)) < 1e-8
+    assert _rel(den, den_ref) < 1e-8
+
+
+@pytest.mark.parametrize("name", ["orthogonal", "orthogonal+means+noise", "overlap30+means+noise+weights"])
+@pytest.mark.parametrize("sigma,scale", [(0.02, 1.0), (0.5, 0.8), (6.0, 0.3)])
+def test_score_is_gradient_of_log_density(name, sigma, scale):
+    """Tweedie: the score equals the autodiff gradient of an independently written log p_t."""
+    mix = MIXTURES[name]
+    _, _, xt = _noisy(mix, 5, sigma, scale)
+    grad = jax.vmap(jax.grad(make_log_density(mix, sigma, scale)))(xt)
+    assert _rel(molrg.score(mix, xt, sigma, scale), grad) < 1e-8
+    # predict_noise is the same quantity in epsilon units
+    eps_hat = molrg.predict_noise(mix, xt, sigma, scale)
+    assert _rel(eps_hat, -scale * sigma * grad) < 1e-8
+
+
+def test_log_posterior_is_normalised_log():
+    mix = MIXTURES["ragged+weights"]
+    _, _, xt = _noisy(mix, 50, 0.3, 1.0)
+    logp = molrg.log_posterior(mix, xt, 0.3)
+    np.testing.assert_allclose(jax.nn.logsumexp(logp, axis=-1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(jnp.exp(logp), molrg.posterior(mix, xt, 0.3), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["orthogonal", "overlap30+means+noise+weights"])
+def test_conditional_mean_orthogonality_and_mse_minimality(name):
+    """E[x0|x_t] is the conditional mean: the error is orthogonal to functions of x_t, and
+    any perturbation raises the MSE. Tolerances are 4 standard errors of the MC mean."""
+    mix = MIXTURES[name]
+    num, sigma = 100_000, 0.4
+    x0, _, xt = _noisy(mix, num, sigma, 1.0, seed=3)
+    err = x0 - molrg.denoise(mix, xt, sigma)  # (num, n)
+    g = jnp.concatenate([xt[:, :3], jnp.tanh(xt[:, 3:5]), molrg.posterior(mix, xt, sigma)], axis=1)
+    prods = np.asarray(err[:, :, None] * g[:, None, :]).reshape(num, -1)
+    z = prods.mean(0) / (prods.std(0) / np.sqrt(num))
+    assert np.max(np.abs(z)) < 5.0, np.max(np.abs(z))  # ~100 statistics: |z| < 5 at the 1e-4 level
+    # Perturbing the estimator by eps*v(x_t) raises the MSE by eps^2 E|v|^2 > 0.
+    v = jnp.tanh(xt)
+    d_mse = np.asarray(jnp.sum((err - 0.1 * v) ** 2, axis=1) - jnp.sum(err**2, axis=1))
+    assert d_mse.mean() > 4 * d_mse.std() / np.sqrt(num)
+
+
+def test_limits_of_the_denoiser():
+    """sigma -> 0: E[x0|x_t] -> x_t / s; sigma -> inf: -> the prior mean sum_k pi_k mu_k."""
+    mix = MIXTURES["orthogonal+means+noise"]
+    x0, _, _ = _noisy(mix, 5, 0.1, 1.0)
+    np.testing.assert_allclose(molrg.denoise(mix, 0.5 * x0, 1e-7, 0.5), x0, atol=1e-9)
+    _, _, xt = _noisy(mix, 5, 1e6, 1.0)
+    prior_mean = np.asarray(mix.weights) @ np.asarray(mix.means)
+    np.testing.assert_allclose(molrg.denoise(mix, xt, 1e6), np.broadcast_to(prior_mean, xt.shape),
+                               atol=1e-4)
+
+
+# --- float32 -----------------------------------------------------------------------------
+# Stated float32 tolerances over sigma in [1e-4, 1e4], against float64 on the same
+# float32-rounded inputs: |p32 - p64| <= 2e-5; ||xhat32 - xhat64|| / ||xhat64|| <= 5e-5;
+# score relative error <= max(5e-5, 2e-6 / sigma) (the score at small sigma is the part
+# of x_t outside the data subspaces divided by sigma^2: float32 resolves that part only
+# to ~eps32 |x_t| sqrt(r), a relative error ~eps32 |x_t| sqrt(r) / (sigma sqrt(n - r)),
+# inherent to the format; the float32 bases are themselves rounded by eps32).
+@pytest.mark.parametrize("name", ["orthogonal", "overlap30+means+noise+weights", "orthogonal+means+noise"])
+def test_float32_accuracy_over_sigma_range(name):
+    mix64 = MIXTURES[name]
+    mix32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), mix64)
+    x0, _ = mix64.sample(jax.random.key(11), 200)
+    eps = jax.random.normal(jax.random.key(12), x0.shape, x0.dtype)
+    for sigma in np.geomspace(1e-4, 1e4, 9):
+        xt32 = (x0 + sigma * eps).astype(jnp.float32)
+        xt64 = xt32.astype(jnp.float64)
+        s32 = jnp.float32(sigma)
+        d32, p32 = molrg.denoise(mix32, xt32, s32, return_posterior=True)
+        d64, p64 = molrg.denoise(mix64, xt64, sigma, return_posterior=True)
+        assert d32.dtype == jnp.float32 and p32.dtype == jnp.float32
+        assert np.all(np.isfinite(d32)) and np.all(np.isfinite(p32))
+        assert np.max(np.abs(p32.astype(jnp.float64) - p64)) <= 2e-5, sigma
+        rel = jnp.linalg.norm(d32.astype(jnp.float64) - d64, axis=1) / jnp.linalg.norm(d64, axis=1)
+        assert np.max(rel) <= 5e-5, (sigma, float(np.max(rel)))
+        sc32 = molrg.score(mix32, xt32, s32).astype(jnp.float64)
+        sc64 = molrg.score(mix64, xt64, sigma)
+        rel = jnp.linalg.norm(sc32 - sc64, axis=1) / jnp.linalg.norm(sc64, axis=1)
+        assert np.max(rel) <= max(5e-5, 2e-6 / sigma), (sigma, float(np.max(rel)))
+
+
+# --- jit / vmap ----------------------------------------------------------------------------
+def test_jit_matches_eager_with_traced_sigma_and_mixture():
+    mix = MIXTURES["overlap30+means+noise+weights"]
+    _, _, xt = _noisy(mix, 7, 0.3, 0.9)
+    f = jax.jit(lambda m, x, s, a: (molrg.denoise(m, x, s, a), molrg.score(m, x, s, a),
+                                   molrg.log_posterior(m, x, s, a)))
+    got = f(mix, xt, 0.3, 0.9)
+    want = (molrg.denoise(mix, xt, 0.3, 0.9), molrg.score(mix, xt, 0.3, 0.9),
+            molrg.log_posterior(mix, xt, 0.3, 0.9))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_vmap_over_sigma_samples_and_delta():
+    mix = MIXTURES["orthogonal"]
+    _, _, xt = _noisy(mix, 6, 0.3, 1.0)
+    sigmas = jnp.asarray([0.01, 0.3, 3.0])
+    by_sigma = jax.vmap(lambda s: molrg.denoise(mix, xt, s))(sigmas)
+    for i, s in enumerate(sigmas):
+        np.testing.assert_allclose(by_sigma[i], molrg.denoise(mix, xt, float(s)), rtol=1e-10)
+    per_row = jax.vmap(lambda x, s: molrg.denoise(mix, x, s))(xt, jnp.full((6,), 0.3))
+    np.testing.assert_allclose(per_row, molrg.denoise(mix, xt, 0.3), rtol=1e-10)
+    deltas = jnp.asarray([0.1, 0.5])
+    by_delta = jax.vmap(lambda d: molrg.posterior(mix.replace(delta=d), xt, 0.3))(deltas)
+    for i, d in enumerate(deltas):
+        np.testing.assert_allclose(by_delta[i], molrg.posterior(mix.replace(delta=float(d)), xt, 0.3),
+                                   rtol=1e-10)
+    # a general-structure mixture vmapped over delta (traced eigendecompositions)
+    gen = MIXTURES["overlap30+means+noise+weights"]
+    _, _, xg = _noisy(gen, 4, 0.3, 1.0)
+    by_delta = jax.jit(jax.vmap(lambda d: molrg.denoise(gen.replace(delta=d), xg, 0.3)))(deltas)
+    for i, d in enumerate(deltas):
+        _, ref = dense_posterior_and_denoise(gen.replace(delta=float(d)), xg, 0.3)
+        assert _rel(by_delta[i], ref) < 1e-9
+
+
+def test_leading_batch_axes_are_preserved():
+    mix = MIXTURES["orthogonal"]
+    _, _, xt = _noisy(mix, 6, 0.3, 1.0)
+    x3 = xt.reshape(2, 3, mix.n)
+    sig = jnp.full((2, 3), 0.3)
+    np.testing.assert_allclose(molrg.denoise(mix, x3, sig).reshape(6, -1), molrg.denoise(mix, xt, 0.3),
+                               rtol=1e-12)
+    assert molrg.posterior(mix, xt[0], 0.3).shape == (mix.K,)
+
+
+# --- validation ----------------------------------------------------------------------------
+@pytest.mark.parametrize("fn", [molrg.posterior, molrg.log_posterior, molrg.denoise, molrg.score,
+                                molrg.predict_noise])
+def test_bad_inputs_raise_named_errors(fn):
+    mix = MIXTURES["orthogonal"]
+    x = jnp.zeros((3, mix.n))
+    with pytest.raises(ValueError, match="x_t: last axis must have length n"):
+        fn(mix, jnp.zeros((3, mix.n + 1)), 0.5)
+    with pytest.raises(ValueError, match="x_t: must have shape"):
+        fn(mix, jnp.float64(1.0), 0.5)
+    with pytest.raises(ValueError, match="x_t: must contain only finite"):
+        fn(mix, x.at[0, 0].set(jnp.nan), 0.5)
+    with pytest.raises(ValueError, match="sigma: must be > 0"):
+        fn(mix, x, 0.0)
+    with pytest.raises(ValueError, match="sigma: must be > 0"):
+        fn(mix, x, jnp.asarray([0.1, -1.0, 0.2]))
+    with pytest.raises(ValueError, match="sigma: must be finite"):
+        fn(mix, x, jnp.inf)
+    with pytest.raises(ValueError, match="sigma: must be a scalar or have one value per sample"):
+        fn(mix, x, jnp.ones(4))
+    with pytest.raises(ValueError, match="scale: must be > 0"):
+        fn(mix, x, 0.5, -1.0)
+    with pytest.raises(ValueError, match="mix: must be a molrg.MoLRG"):
+        fn("not a mixture", x, 0.5)
