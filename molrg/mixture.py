@@ -67,9 +67,10 @@ class MoLRG:
       >>> x0, labels = mix.sample(jax.random.key(1), 1000)
     """
 
-    __slots__ = ("bases", "weights", "delta", "noise", "means", "structure")
+    __slots__ = ("bases", "weights", "delta", "noise", "means", "structure", "noiseless")
 
-    def __init__(self, bases, weights=None, delta=0.0, noise=0.0, means=None, *, structure=None):
+    def __init__(self, bases, weights=None, delta=0.0, noise=0.0, means=None, *, structure=None,
+                 _noiseless=None):
         bases_t = _as_bases(bases)
         K = len(bases_t)
         n = int(bases_t[0].shape[0])
@@ -111,6 +112,10 @@ class MoLRG:
         self.delta = jnp.asarray(delta, dtype)
         self.noise = jnp.asarray(noise, dtype)
         self.means = None if means is None else jnp.asarray(means, dtype)
+        # Static: eta is known to be exactly 0, so the denoiser can skip the ambient term.
+        if _noiseless is None:
+            _noiseless = bool(is_concrete(noise) and float(np.asarray(noise)) == 0.0)
+        object.__setattr__(self, "noiseless", _noiseless)
         self.structure = structure
 
     # -- immutability -------------------------------------------------------------
@@ -124,22 +129,25 @@ class MoLRG:
         fields = dict(bases=self.bases, weights=self.weights, delta=self.delta, noise=self.noise,
                       means=self.means)
         fields.update(changes)
+        keep = {} if "noise" in changes else {"_noiseless": self.noiseless}
         if "bases" in changes:
-            return MoLRG(**fields)
-        return MoLRG(**fields, structure=self.structure)
+            return MoLRG(**fields, **keep)
+        return MoLRG(**fields, structure=self.structure, **keep)
 
     # -- pytree ---------------------------------------------------------------------
     def tree_flatten(self):
         children = (self.bases, self.weights, self.delta, self.noise, self.means)
-        return children, self.structure
+        return children, (self.structure, self.noiseless)
 
     @classmethod
-    def tree_unflatten(cls, structure, children):
+    def tree_unflatten(cls, aux, children):
+        structure, noiseless = aux
         obj = object.__new__(cls)
         bases, weights, delta, noise, means = children
         for name, value in zip(("bases", "weights", "delta", "noise", "means"),
                                (tuple(bases), weights, delta, noise, means)):
             object.__setattr__(obj, name, value)
+        object.__setattr__(obj, "noiseless", noiseless)
         object.__setattr__(obj, "structure", structure)
         return obj
 

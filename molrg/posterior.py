@@ -90,6 +90,16 @@ def _expand(a, sizes):
     return jnp.repeat(a, np.asarray(sizes), axis=-1, total_repeat_length=sum(sizes))
 
 
+def _scale_groups(z, beta, sizes):
+    """``z * expand(beta)`` for z (B, r), beta (B, G); a reshape when groups are equal."""
+    G, r = len(sizes), z.shape[-1]
+    if G == r:
+        return z * beta
+    if len(set(sizes)) == 1:
+        return (z.reshape(-1, G, sizes[0]) * beta[:, :, None]).reshape(-1, r)
+    return z * _expand(beta, sizes)
+
+
 def _analyse(mix, x, sigma, scale, dtype):
     """Logits of p(k|x_t) and what the denoiser needs. x (B, n); sigma/scale () or (B,)."""
     geo = geometry(mix, dtype)
@@ -99,29 +109,33 @@ def _analyse(mix, x, sigma, scale, dtype):
     c = eta2 + sigma2  # () or (B,)
     z = (x @ W) / _col(scale)  # (B, r)
 
-    # Coordinates per class: shared z (orthogonal, no means) or (B, K, r).
     if m is None and Q is None:
-        coords = z
-        energy = _group_sum(z * z, sizes)[:, None, :]  # (B, 1, G)
-    else:
-        dz = z[:, None, :] if m is None else z[:, None, :] - m[None, :, :]
-        coords = dz if Q is None else jnp.einsum("bkr,krs->bks", dz, Q)
-        energy = _group_sum(coords * coords, sizes)  # (B, K, G)
+        # Orthogonal blocks, zero means: class k has variance 1 on its own block and
+        # delta^2 on the others (THEORY section 3's closed form, with weights, unequal
+        # dims, eta and per-sample noise). With block energies E_l = |U_l^T x_t / s|^2,
+        #   logit_k = log pi_k + E_k (1 - delta^2) / (2 (1 + c)(delta^2 + c))
+        #             - d_k / 2 log1p((1 - delta^2) / (delta^2 + c))   (+ common terms),
+        # both written as products/log1p so they keep their accuracy at any sigma.
+        energy = _group_sum(z * z, sizes)  # (B, K)
+        delta2 = jnp.square(mix.delta.astype(dtype))
+        cc = _col(c)
+        gap = 1.0 - delta2
+        dims = jnp.asarray(np.asarray(mix.dims), dtype)[None, :]
+        logits = (jnp.log(mix.weights.astype(dtype))[None, :]
+                  + 0.5 * energy * (gap / ((1.0 + cc) * (delta2 + cc)))
+                  - 0.5 * dims * jnp.log1p(gap / (delta2 + cc)))
+        return logits, geo, z, z, c, cc, eta2, sigma2
+
+    # General case: per-class coordinates (B, K, r) in groups of equal variance.
+    dz = z[:, None, :] if m is None else z[:, None, :] - m[None, :, :]
+    coords = dz if Q is None else jnp.einsum("bkr,krs->bks", dz, Q)
+    energy = _group_sum(coords * coords, sizes)  # (B, K, G)
 
     v = v[None]  # (1, K, G): every per-class array below is (1 or B, K, ...)
     cc = c if c.ndim == 0 else c[:, None, None]
     n_g = jnp.asarray(np.asarray(sizes), dtype)[None, None, :]
     logdet = jnp.sum(n_g * jnp.log1p(v / cc), axis=-1)  # less the common n log c
-    if coords is z:
-        # Shared energies: subtract the class-independent sum_g E_g / (v_ref_g + c),
-        # v_ref_g = max_k v_kg, leaving non-negative products that keep their relative
-        # accuracy both for c << v (small sigma) and c >> v (large sigma).
-        v_ref = jnp.max(v, axis=1, keepdims=True)
-        coef = (v_ref - v) / ((v + cc) * (v_ref + cc))
-        quad = jnp.sum(energy * coef, axis=-1)  # (B, K)
-    else:
-        # Per-class coordinates: a plain sum of non-negative terms.
-        quad = jnp.sum(energy / (v + cc), axis=-1)
+    quad = jnp.sum(energy / (v + cc), axis=-1)  # a plain sum of non-negative terms
     logits = jnp.log(mix.weights.astype(dtype))[None, :] - 0.5 * logdet - 0.5 * quad
     return logits, geo._replace(variances=v), z, coords, c, cc, eta2, sigma2
 
@@ -131,23 +145,35 @@ def _assemble(mix, x, scale, analysed, log_w, which):
     _, geo, z, coords, c, cc, eta2, sigma2 = analysed
     W, Q, v, sizes, m = geo
     w = jnp.exp(log_w)
+    if coords is z:  # orthogonal, zero means: beta_l = g_other + (g_own - g_other) w_l
+        delta2 = jnp.square(mix.delta.astype(z.dtype))
+        # g_own - g_other = +-sigma^2 (1 - delta^2) / ((1 + c)(delta^2 + c)), as a product.
+        s2 = _col(sigma2)
+        spread = s2 * (1.0 - delta2) / ((1.0 + cc) * (delta2 + cc))
+        if which == "denoise":
+            g_other, slope = (delta2 + eta2) / (delta2 + cc), spread
+        else:
+            g_other, slope = s2 / (delta2 + cc), -spread
+        h = _scale_groups(z, g_other + slope * w, sizes)
+        if which == "denoise" and mix.noiseless:
+            return h @ W.T
+        kappa = _col((eta2 if which == "denoise" else sigma2) / c)
+        return (h - kappa * z) @ W.T + (kappa / _col(scale)) * x
     if which == "denoise":
         factor = (v + eta2) / (v + cc)  # shrinkage per class and group
         kappa = eta2 / c  # weight of the part outside the frame
     else:
         factor = (sigma2 if sigma2.ndim == 0 else sigma2[:, None, None]) / (v + cc)
         kappa = sigma2 / c
-    if coords is z:  # orthogonal, zero means: one shrinkage per block
-        beta = w @ factor[0] if factor.shape[0] == 1 else jnp.einsum("bk,bkg->bg", w, factor)
-        h = z * _expand(beta, sizes)
+    t = _expand(factor, sizes) * coords  # (B, K, r)
+    if Q is None:
+        h = jnp.sum(w[:, :, None] * t, axis=1)  # broadcast-and-sum: CPU dots are slow at K ~ 10
     else:
-        t = _expand(factor, sizes) * coords  # (B, K, r)
-        if Q is None:
-            h = jnp.einsum("bk,bkr->br", w, t)
-        else:
-            h = jnp.einsum("bk,bks,krs->br", w, t, Q)
-        if m is not None and which == "denoise":
-            h = h + w @ m
+        h = jnp.einsum("bk,bks,krs->br", w, t, Q)
+    if m is not None and which == "denoise":
+        h = h + w @ m
+    if which == "denoise" and mix.noiseless:  # eta == 0 statically: no ambient term
+        return h @ W.T
     kappa = _col(kappa)
     return (h - kappa * z) @ W.T + (kappa / _col(scale)) * x
 

@@ -1,0 +1,854 @@
+"""Theory of P1 in its own setting: Theorem 1 and the exact SNR of the optimal denoiser.
+
+Setting (THEORY sections 3, 5, 6; P1 Assumption 1): K classes on mutually orthogonal
+subspaces of equal dimension d, uniform weights, zero means, ``eta = 0``, scale
+``s = 1`` (variance exploding, ``x_t = x_0 + sigma * eps``), class-irrelevant detail
+level ``0 <= delta < 1``.
+
+With ``e_l = ||U_l^T x_t||^2`` the block energies, the optimal denoiser is (THEORY 3)
+
+    E[x_0 | x_t] = sum_l beta_l U_l U_l^T x_t,   beta_l = xi + (zeta - xi) w_l,
+    w = softmax(a * e),   a = (1 - delta^2) / (2 (1 + sigma^2)(delta^2 + sigma^2)),
+    zeta = 1 / (1 + sigma^2),   xi = delta^2 / (delta^2 + sigma^2).
+
+For an input of class k the energies are independent, ``e_k ~ (1 + sigma^2) chi2_d`` and
+``e_l ~ (delta^2 + sigma^2) chi2_d`` for ``l != k``, and
+
+    ||P_k xh||^2 = beta_k^2 e_k,     ||xh - P_k xh||^2 = sum_{l != k} beta_l^2 e_l,
+
+so the SNR of P1's Definition 1 (THEORY 5; all classes are equal by symmetry)
+
+    SNR(sigma) = E[beta_k^2 e_k] / E[sum_{l != k} beta_l^2 e_l]
+
+is an expectation over K chi-square variables; the n-dimensional model is never needed.
+Three ways to get it:
+
+- :func:`approx_snr`: P1's Theorem 1 (posterior weights replaced by "typical" values).
+- :func:`exact_snr`: Monte Carlo over the chi-squares with a delta-method standard error.
+- :func:`exact_snr_quadrature`: deterministic, ~1e-10 relative in float64, and the
+  fastest (see its docstring for the integral representation it uses).
+
+Every function is vectorised over ``sigma`` (array in, array of the same shape out), is a
+pure ``jax.numpy`` function and works under ``jit``/``vmap`` with traced ``sigma`` and
+``delta``. ``d`` and ``K`` may be traced in the closed forms; they must be Python ints
+(static) where they set array shapes (:func:`exact_snr`, :func:`exact_snr_quadrature`).
+Value checks (``sigma > 0``, ``0 <= delta < 1``, ``d >= 1``, ``K >= 2``) raise
+``ValueError`` naming the argument and the rule, but only for concrete values.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.special
+
+Array = jax.Array
+
+__all__ = [
+    "zeta",
+    "xi",
+    "logit_scale",
+    "block_shrinkage",
+    "typical_margin",
+    "confidence_plus",
+    "confidence_minus",
+    "h",
+    "class_confidence",
+    "C_t",
+    "denoising_rate",
+    "approx_snr",
+    "snr_limit_small_sigma",
+    "snr_limit_large_sigma",
+    "exact_snr",
+    "exact_snr_quadrature",
+    "peak_sigma",
+    "approx_peak_sigma",
+    "exact_peak_sigma",
+    "exact_peak_sigma_quadrature",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Validation (value rules only run on concrete values, so jit/vmap with tracers work).
+
+
+def _is_concrete(value: Any) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def _fail(name: str, rule: str) -> None:
+    raise ValueError(f"{name}: {rule}")
+
+
+def _concrete_array(value: Any) -> np.ndarray | None:
+    if not _is_concrete(value):
+        return None
+    return np.asarray(value, dtype=np.float64)
+
+
+def _check_sigma(sigma: Any, name: str = "sigma") -> None:
+    arr = _concrete_array(sigma)
+    if arr is None:
+        return
+    if not np.all(np.isfinite(arr)):
+        _fail(name, "must be finite (found NaN or inf)")
+    if np.any(arr <= 0):
+        _fail(name, f"must be > 0 (noise level); found {arr.min():g}")
+
+
+def _check_delta(delta: Any, *, positive: bool = False) -> None:
+    arr = _concrete_array(delta)
+    if arr is None:
+        return
+    if not np.all(np.isfinite(arr)):
+        _fail("delta", "must be finite (found NaN or inf)")
+    if positive and np.any(arr <= 0):
+        _fail("delta", f"must lie in (0, 1) here (the formula divides by delta); found {arr.min():g}")
+    if np.any(arr < 0) or np.any(arr >= 1):
+        bad = arr[(arr < 0) | (arr >= 1)].flat[0]
+        _fail("delta", f"must lie in [0, 1) (P1 Assumption 1); found {bad:g}")
+
+
+def _check_at_least(name: str, value: Any, minimum: int, meaning: str) -> None:
+    arr = _concrete_array(value)
+    if arr is None:
+        return
+    if not np.all(np.isfinite(arr)) or np.any(arr < minimum):
+        _fail(name, f"must be >= {minimum} ({meaning}); found {arr.min() if arr.size else arr}")
+
+
+def _check_d(d: Any) -> None:
+    _check_at_least("d", d, 1, "subspace dimension")
+
+
+def _check_K(K: Any) -> None:
+    _check_at_least("K", K, 2, "number of classes; the SNR needs another class")
+
+
+def _check_static_int(name: str, value: Any, minimum: int, meaning: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        _fail(name, f"must be a Python int (it sets array shapes); got {type(value).__name__}")
+    if value < minimum:
+        _fail(name, f"must be >= {minimum} ({meaning}); found {value}")
+    return int(value)
+
+
+def _float_dtype(*values: Any):
+    """Float dtype of the inputs (float64 only if an input is float64 and x64 is on)."""
+    dtypes = [np.dtype(v.dtype) for v in values if hasattr(v, "dtype")]
+    dtypes = [dt for dt in dtypes if np.issubdtype(dt, np.floating)]
+    dt = np.result_type(*dtypes) if dtypes else jnp.zeros((), dtype=float).dtype
+    return jax.dtypes.canonicalize_dtype(dt)
+
+
+def _as_float(x: Any, dtype) -> Array:
+    return jnp.asarray(x, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Closed forms (THEORY 3 and 6).
+
+
+def zeta(sigma: Any) -> Array:
+    """On-subspace shrinkage of the true class, ``zeta = 1 / (1 + sigma^2)`` (THEORY 3).
+
+    Args:
+      sigma: noise level(s), any shape, > 0.
+
+    Returns:
+      Array of the shape of ``sigma``.
+    """
+    _check_sigma(sigma)
+    sigma = _as_float(sigma, _float_dtype(sigma))
+    return 1.0 / (1.0 + sigma**2)
+
+
+def xi(sigma: Any, delta: Any) -> Array:
+    """Shrinkage of the other classes' blocks, ``xi = delta^2 / (delta^2 + sigma^2)`` (THEORY 3).
+
+    Args:
+      sigma: noise level(s), any shape, > 0.
+      delta: detail level in [0, 1), broadcastable against ``sigma``.
+
+    Returns:
+      Array of the broadcast shape.
+    """
+    _check_sigma(sigma)
+    _check_delta(delta)
+    dt = _float_dtype(sigma, delta)
+    sigma, delta = _as_float(sigma, dt), _as_float(delta, dt)
+    return delta**2 / (delta**2 + sigma**2)
+
+
+def logit_scale(sigma: Any, delta: Any) -> Array:
+    """Posterior logit per unit block energy, ``a = (1 - delta^2) / (2 (1 + sigma^2)(delta^2 + sigma^2))``.
+
+    The exact posterior class weights are ``w = softmax(a * e)`` with block energies
+    ``e_l = ||U_l^T x_t||^2`` (THEORY 3; the log-determinants cancel for equal d).
+    """
+    _check_sigma(sigma)
+    _check_delta(delta)
+    dt = _float_dtype(sigma, delta)
+    sigma, delta = _as_float(sigma, dt), _as_float(delta, dt)
+    return (1.0 - delta**2) / (2.0 * (1.0 + sigma**2) * (delta**2 + sigma**2))
+
+
+def block_shrinkage(w: Any, sigma: Any, delta: Any) -> Array:
+    """Per-block denoising strength ``beta = xi + (zeta - xi) w`` (THEORY 3).
+
+    ``beta = (delta^2 + sigma^2 h(w)) / ((1 + sigma^2)(delta^2 + sigma^2))`` with
+    ``h(w) = (1 - delta^2) w + delta^2``, the form behind Theorem 1.
+
+    Args:
+      w: posterior weight(s) of the block, in [0, 1].
+      sigma: noise level(s) > 0.
+      delta: detail level in [0, 1).
+    """
+    _check_sigma(sigma)
+    _check_delta(delta)
+    dt = _float_dtype(w, sigma, delta)
+    w, sigma, delta = _as_float(w, dt), _as_float(sigma, dt), _as_float(delta, dt)
+    z = 1.0 / (1.0 + sigma**2)
+    x = delta**2 / (delta**2 + sigma**2)
+    return x + (z - x) * w
+
+
+def typical_margin(sigma: Any, *, d: Any, delta: Any) -> Array:
+    """Typical logit margin ``D_t = d (1 - delta^2)^2 / (2 (1 + sigma^2)(delta^2 + sigma^2))`` (THEORY 6).
+
+    It is exactly ``E[a e_k - a e_l | k]`` for ``l != k``: the expected difference between
+    the own-class and another class's posterior logit (linearity of expectation with
+    ``E e_k = d (1 + sigma^2)``, ``E e_l = d (delta^2 + sigma^2)``).
+
+    Args:
+      sigma: noise level(s) > 0, any shape.
+      d: subspace dimension (>= 1).
+      delta: detail level in [0, 1).
+
+    Returns:
+      ``D_t`` with the broadcast shape of ``sigma`` and ``delta``.
+    """
+    _check_sigma(sigma)
+    _check_d(d)
+    _check_delta(delta)
+    dt = _float_dtype(sigma, delta)
+    sigma, delta = _as_float(sigma, dt), _as_float(delta, dt)
+    d = _as_float(d, dt)
+    return d * (1.0 - delta**2) ** 2 / (2.0 * (1.0 + sigma**2) * (delta**2 + sigma**2))
+
+
+def confidence_plus(sigma: Any, *, d: Any, K: Any, delta: Any) -> Array:
+    """Typical own-class posterior weight ``w+ = 1 / (1 + (K - 1) exp(-D_t))`` (P1 Theorem 1)."""
+    _check_K(K)
+    margin = typical_margin(sigma, d=d, delta=delta)
+    K = _as_float(K, margin.dtype)
+    # sigmoid(D_t - log(K - 1)) is the overflow-free form of 1 / (1 + (K-1) e^{-D_t}).
+    return jax.nn.sigmoid(margin - jnp.log(K - 1.0))
+
+
+def confidence_minus(sigma: Any, *, d: Any, K: Any, delta: Any) -> Array:
+    """Typical weight of each other class, ``w- = (1 - w+) / (K - 1)`` (P1 Theorem 1)."""
+    _check_K(K)
+    margin = typical_margin(sigma, d=d, delta=delta)
+    K = _as_float(K, margin.dtype)
+    # 1 - w+ = sigmoid(log(K-1) - D_t), computed without cancellation.
+    return jax.nn.sigmoid(jnp.log(K - 1.0) - margin) / (K - 1.0)
+
+
+def h(w: Any, delta: Any) -> Array:
+    """``h(w) = (1 - delta^2) w + delta^2`` (P1 Theorem 1).
+
+    Args:
+      w: posterior weight(s) in [0, 1].
+      delta: detail level in [0, 1).
+    """
+    _check_delta(delta)
+    dt = _float_dtype(w, delta)
+    w, delta = _as_float(w, dt), _as_float(delta, dt)
+    return (1.0 - delta**2) * w + delta**2
+
+
+def class_confidence(sigma: Any, *, d: Any, K: Any, delta: Any) -> Array:
+    """Class-confidence rate ``h(w+)`` of P1 (Fig. 4); falls with sigma from 1 to ``1/K + ...``."""
+    return h(confidence_plus(sigma, d=d, K=K, delta=delta), delta)
+
+
+def C_t(sigma: Any, delta: Any) -> Array:
+    """SNR prefactor ``C_t = (1 + sigma^2) / (delta^2 + sigma^2)`` (P1 Theorem 1)."""
+    _check_sigma(sigma)
+    _check_delta(delta)
+    dt = _float_dtype(sigma, delta)
+    sigma, delta = _as_float(sigma, dt), _as_float(delta, dt)
+    return (1.0 + sigma**2) / (delta**2 + sigma**2)
+
+
+def denoising_rate(sigma: Any, delta: Any) -> Array:
+    """Denoising rate ``sigma^2 / delta^2`` of P1 (Fig. 4); needs ``0 < delta < 1``."""
+    _check_sigma(sigma)
+    _check_delta(delta, positive=True)
+    dt = _float_dtype(sigma, delta)
+    sigma, delta = _as_float(sigma, dt), _as_float(delta, dt)
+    return sigma**2 / delta**2
+
+
+def approx_snr(sigma: Any, *, d: Any, K: Any, delta: Any) -> Array:
+    """Approximate SNR of the optimal denoiser, P1 Theorem 1 (THEORY 6).
+
+        SNR ~= C_t / (K - 1) * [(1 + (sigma^2/delta^2) h(w+)) / (1 + (sigma^2/delta^2) h(w-))]^2
+
+    evaluated as ``C_t/(K-1) * [(delta^2 + sigma^2 h(w+)) / (delta^2 + sigma^2 h(w-))]^2``,
+    the same number, which stays finite at ``delta = 0``. It is the exact SNR with the
+    posterior weights replaced by their typical values ``w+``, ``w-``; limits
+    ``1/((K-1) delta^2)`` as sigma -> 0 and ``1/(K-1)`` as sigma -> infinity.
+
+    Args:
+      sigma: noise level(s) > 0, any shape.
+      d: subspace dimension (>= 1).
+      K: number of classes (>= 2).
+      delta: detail level in [0, 1).
+
+    Returns:
+      Array with the shape of ``sigma`` (broadcast with ``delta``).
+
+    Example:
+      >>> approx_snr(jnp.logspace(-3, 3, 7), d=5, K=3, delta=0.2)
+    """
+    wp = confidence_plus(sigma, d=d, K=K, delta=delta)
+    wm = confidence_minus(sigma, d=d, K=K, delta=delta)
+    dt = wp.dtype
+    s2, d2 = _as_float(sigma, dt) ** 2, _as_float(delta, dt) ** 2
+    K = _as_float(K, dt)
+    ratio = (d2 + s2 * h(wp, delta)) / (d2 + s2 * h(wm, delta))
+    return (1.0 + s2) / (d2 + s2) / (K - 1.0) * ratio**2
+
+
+def snr_limit_small_sigma(K: Any, delta: Any) -> Array:
+    """``lim_{sigma -> 0} SNR = 1 / ((K - 1) delta^2)`` (exact and approximate SNR)."""
+    _check_K(K)
+    _check_delta(delta, positive=True)
+    dt = _float_dtype(delta)
+    return 1.0 / ((_as_float(K, dt) - 1.0) * _as_float(delta, dt) ** 2)
+
+
+def snr_limit_large_sigma(K: Any) -> Array:
+    """``lim_{sigma -> infinity} SNR = 1 / (K - 1)`` (exact and approximate SNR)."""
+    _check_K(K)
+    return 1.0 / (_as_float(K, _float_dtype(K)) - 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Exact SNR by Monte Carlo over the block energies.
+
+
+def _per_draw_terms(X: Array, sigma: Array, delta: Array) -> tuple[Array, Array]:
+    """Numerator and denominator of the SNR for each noise level and draw.
+
+    Args:
+      X: ``(K, m)`` chi-square(d) draws; row 0 is the true class.
+      sigma: ``(S,)`` noise levels.
+      delta: scalar detail level.
+
+    Returns:
+      ``(num, den)``, each ``(S, m)``: ``beta_k^2 e_k`` and ``sum_{l != k} beta_l^2 e_l``.
+    """
+    K = X.shape[0]
+    s2, d2 = sigma**2, delta**2
+    a = (1.0 - d2) / (2.0 * (1.0 + s2) * (d2 + s2))
+    z, x = 1.0 / (1.0 + s2), d2 / (d2 + s2)
+    # Block energies e_j = scale_j X_j; the class axis is a short static loop so every
+    # array is (S, m) with the long draw axis last.
+    scales = [(1.0 + s2)[:, None]] + [(d2 + s2)[:, None]] * (K - 1)
+    e = [scale * X[j][None, :] for j, scale in enumerate(scales)]
+    logits = [a[:, None] * ej for ej in e]
+    top = functools.reduce(jnp.maximum, logits)
+    p = [jnp.exp(lj - top) for lj in logits]
+    inv_total = 1.0 / functools.reduce(jnp.add, p)
+    terms = [(x[:, None] + (z - x)[:, None] * (pj * inv_total)) ** 2 * ej for pj, ej in zip(p, e)]
+    return terms[0], functools.reduce(jnp.add, terms[1:])
+
+
+def _chi_square(key: Array, d: int, shape: tuple[int, ...], dtype) -> Array:
+    """Exact chi2_d draws: ``chi2_2 = -2 log U`` for each pair of degrees of freedom, plus
+    one squared normal when d is odd (2-3x cheaper than d squared normals, and than
+    ``jax.random.chisquare``'s rejection sampler, on CPU)."""
+    pairs, odd = divmod(d, 2)
+    key_u, key_z = jax.random.split(key)
+    X = jnp.zeros(shape, dtype)
+    if pairs:
+        u = jax.random.uniform(key_u, (pairs,) + shape, dtype)
+        X = X - 2.0 * jnp.sum(jnp.log1p(-u), axis=0)  # 1 - u in (0, 1]: finite
+    if odd:
+        z = jax.random.normal(key_z, shape, dtype)
+        X = X + z * z
+    return X
+
+
+def _chunk_stats(key: Array, sigma: Array, delta: Array, d: int, K: int, chunk: int) -> Array:
+    """Means and centred second moments of (num, den) over one chunk: ``(S, 5)``."""
+    X = _chi_square(key, d, (K, chunk), sigma.dtype)
+    num, den = _per_draw_terms(X, sigma, delta)
+    mn, md = jnp.mean(num, axis=1), jnp.mean(den, axis=1)
+    cn, cd = num - mn[:, None], den - md[:, None]
+    return jnp.stack(
+        [mn, md, jnp.mean(cn * cn, axis=1), jnp.mean(cd * cd, axis=1), jnp.mean(cn * cd, axis=1)],
+        axis=-1,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("d", "K", "num_chunks", "chunk"))
+def _mc_chunk_stats(key, sigma, delta, *, d, K, num_chunks, chunk):
+    """Per-chunk statistics ``(num_chunks, S, 5)``; one compiled program for all sigma."""
+    keys = jax.random.split(key, num_chunks)
+    return jax.lax.map(lambda k: _chunk_stats(k, sigma, delta, d, K, chunk), keys)
+
+
+def _combine_chunks(stats: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """Pool equal-size chunks: means and (population) covariance of (num, den)."""
+    mn, md = stats[..., 0], stats[..., 1]
+    mean_n, mean_d = jnp.mean(mn, axis=0), jnp.mean(md, axis=0)
+    dn, dd = mn - mean_n[None], md - mean_d[None]
+    var_n = jnp.mean(stats[..., 2], axis=0) + jnp.mean(dn * dn, axis=0)
+    var_d = jnp.mean(stats[..., 3], axis=0) + jnp.mean(dd * dd, axis=0)
+    cov = jnp.mean(stats[..., 4], axis=0) + jnp.mean(dn * dd, axis=0)
+    return mean_n, mean_d, var_n, var_d, cov
+
+
+def _mc_setup(sigma, delta, d, K, num_samples, chunk_size):
+    _check_sigma(sigma)
+    _check_delta(delta)
+    d = _check_static_int("d", d, 1, "subspace dimension")
+    K = _check_static_int("K", K, 2, "number of classes; the SNR needs another class")
+    num_samples = _check_static_int("num_samples", num_samples, 2, "Monte Carlo draws")
+    chunk_size = _check_static_int("chunk_size", chunk_size, 1, "draws per chunk")
+    if np.ndim(delta) != 0:
+        _fail("delta", f"must be a scalar here (vmap over delta instead); got shape {np.shape(delta)}")
+    dt = _float_dtype(sigma, delta)
+    sigma = _as_float(sigma, dt)
+    chunk = min(chunk_size, num_samples)
+    num_chunks = -(-num_samples // chunk)
+    return sigma, _as_float(delta, dt), d, K, chunk, num_chunks
+
+
+def exact_snr(
+    sigma: Any,
+    *,
+    d: int,
+    K: int,
+    delta: Any,
+    key: Array,
+    num_samples: int = 2**20,
+    chunk_size: int = 2**13,
+    return_stderr: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Exact SNR of the optimal denoiser by Monte Carlo over the block energies (THEORY 3, 5).
+
+        SNR(sigma) = E[beta_k^2 e_k] / E[sum_{l != k} beta_l^2 e_l],
+        e_k = (1 + sigma^2) X_k,  e_l = (delta^2 + sigma^2) X_l,  X ~ chi2_d i.i.d.,
+        beta_l = xi + (zeta - xi) softmax(a e)_l.
+
+    The same draws serve every sigma (common random numbers), so the curve is smooth in
+    sigma and differences between noise levels are much more precise than the values.
+    Draws are made in chunks of ``chunk_size`` (memory ``O(chunk_size * len(sigma) * K)``)
+    inside one compiled program; the estimate is the ratio of the pooled means, and its
+    standard error the delta-method one,
+    ``se^2 = (var N - 2 R cov(N, D) + R^2 var D) / (M mean(D)^2)``.
+
+    Precision: the relative standard error is about ``c / sqrt(M)`` with ``c ~ 1`` away
+    from the peak and ``c ~ 2.5`` near it (K = 3, d = 5, delta = 0.2), i.e. 2-3e-3 for the
+    default ``M = 2^20``; three significant digits near the peak need ``M ~ 10^7``. For
+    ``delta -> 0`` at small sigma the denominator is dominated by rare draws (the other
+    blocks' weight is exponentially small except when a class is confused) and ``c`` grows
+    to ~50 (d = 2, K = 4, delta = 0, sigma = 0.02); trust the returned stderr. Use
+    :func:`exact_snr_quadrature` (deterministic, ~1e-10) when precision or speed matters;
+    this estimator is its independent check.
+
+    Args:
+      sigma: noise level(s) > 0, any shape (flattened internally).
+      d: subspace dimension (static int >= 1).
+      K: number of classes (static int >= 2).
+      delta: scalar detail level in [0, 1) (may be traced).
+      key: PRNG key.
+      num_samples: number of draws ``M`` (rounded up to a whole number of chunks).
+      chunk_size: draws per chunk.
+      return_stderr: also return the standard error.
+
+    Returns:
+      SNR with the shape of ``sigma``; with ``return_stderr``, ``(snr, stderr)``.
+    """
+    sigma, delta, d, K, chunk, num_chunks = _mc_setup(sigma, delta, d, K, num_samples, chunk_size)
+    shape = sigma.shape
+    stats = _mc_chunk_stats(key, sigma.reshape(-1), delta, d=d, K=K, num_chunks=num_chunks, chunk=chunk)
+    mean_n, mean_d, var_n, var_d, cov = _combine_chunks(stats)
+    ratio = mean_n / mean_d
+    if not return_stderr:
+        return ratio.reshape(shape)
+    m = num_chunks * chunk
+    var_ratio = (var_n - 2.0 * ratio * cov + ratio**2 * var_d) / (m * mean_d**2)
+    return ratio.reshape(shape), jnp.sqrt(jnp.maximum(var_ratio, 0.0)).reshape(shape)
+
+
+# --------------------------------------------------------------------------------------
+# Exact SNR by deterministic quadrature.
+
+_TAIL = 1e-18  # neglected probability in each tail of a chi-square
+
+
+@functools.lru_cache(maxsize=None)
+def _gamma_range(d: int) -> tuple[float, float]:
+    """Quantiles of Gamma(d/2, 1) outside which a mass of at most 1e-18 lies."""
+    k = 0.5 * d
+    hi = float(scipy.special.gammainccinv(k, _TAIL))
+    lo = float(scipy.special.gammaincinv(k, _TAIL)) if d > 20 else 0.0
+    return lo, hi
+
+
+@functools.lru_cache(maxsize=None)
+def _gauss_legendre01(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.legendre.leggauss(n)
+    return 0.5 * (x + 1.0), 0.5 * w
+
+
+def _gamma_nodes(lo, hi, theta, k, panels, nodes, dtype):
+    """Nodes and probability weights for ``c ~ Gamma(k, theta)`` restricted to ``[lo, hi]``.
+
+    Composite Gauss-Legendre on ``panels`` equal panels; on the first panel ``c = lo +
+    width * t^2``, which makes the ``c^(k-1)`` endpoint behaviour (singular for d = 1)
+    smooth in t.
+    """
+    t, wt = _gauss_legendre01(nodes)
+    t, wt = jnp.asarray(t, dtype), jnp.asarray(wt, dtype)
+    width = (hi - lo) / panels
+    first = lo + width * t**2
+    first_logw = jnp.log(2.0 * width * t * wt)
+    j = jnp.arange(1, panels, dtype=dtype)[:, None]
+    rest = (lo + width * (j + t[None, :])).reshape(-1)
+    rest_logw = jnp.broadcast_to(jnp.log(width * wt)[None, :], (panels - 1, nodes)).reshape(-1)
+    c = jnp.concatenate([first, rest])
+    logw = jnp.concatenate([first_logw, rest_logw])
+    logpdf = (k - 1.0) * jnp.log(c) - c / theta - math.lgamma(k) - k * jnp.log(theta)
+    weight = jnp.where(width > 0, jnp.exp(logw + logpdf), 0.0)
+    return c, weight
+
+
+def _quadrature_one(sigma, delta, *, d, K, panel_width, nodes_per_panel, u_step):
+    """Exact SNR at one noise level (scalars); see :func:`exact_snr_quadrature`."""
+    dtype = sigma.dtype
+    g_lo, g_hi = _gamma_range(d)
+    k = 0.5 * d
+    s2, d2 = sigma**2, delta**2
+    s_own, s_other = 1.0 + s2, d2 + s2
+    a = (1.0 - d2) / (2.0 * s_own * s_other)
+    theta_own, theta_other = 2.0 * a * s_own, 2.0 * a * s_other  # logits c = a e ~ Gamma(k, theta)
+
+    # u-grid (log of the Laplace variable). Outside it every integrand is < e^-40 relative.
+    u_lo = -(theta_other * g_hi) - 40.0
+    u_hi = -(theta_other * g_lo) + 6.0
+    n_u = int(math.ceil((g_hi - g_lo + 46.0) / u_step)) + 1  # theta_other <= 1
+    u = jnp.linspace(u_lo, u_hi, n_u, dtype=dtype)
+    du = (u_hi - u_lo) / (n_u - 1)
+
+    # Logit nodes. Own-class logits beyond u_lo + 40 give exp(-e^{u+c}) = 0 on the whole grid.
+    panels_other = int(math.ceil((g_hi - g_lo) / panel_width))
+    panels_own = int(math.ceil((g_hi - g_lo + 80.0) / panel_width))
+    c_m, w_m = _gamma_nodes(
+        theta_other * g_lo, theta_other * g_hi, theta_other, k, panels_other, nodes_per_panel, dtype
+    )
+    own_lo = theta_own * g_lo
+    own_hi = jnp.maximum(jnp.minimum(theta_own * g_hi, 40.0 - u_lo), own_lo)
+    c_p, w_p = _gamma_nodes(own_lo, own_hi, theta_own, k, panels_own, nodes_per_panel, dtype)
+
+    def transforms(c):
+        t = jnp.minimum(u[:, None] + c[None, :], 80.0)  # clamp: exp(-e^80) is already 0
+        big = jnp.exp(t)
+        base = jnp.exp(-big)  # exp(-t e^c) with t = e^u
+        return big, base
+
+    # Other-class transforms: 1 - L_-(u), L_-(u) and H_{-,m}(u) = E[e (e^{u+c})^m exp(-e^{u+c})].
+    # E * (E * base), not (E * E) * base: E^2 overflows float32 where base is already 0.
+    big, base = transforms(c_m)
+    one_minus_L_m = jnp.clip((-jnp.expm1(-big)) @ w_m, 0.0, 1.0)
+    L_m = base @ w_m
+    e_m = c_m / a
+    H1_m = (big * base) @ (w_m * e_m)
+    H2_m = (big * (big * base)) @ (w_m * e_m)
+    # Own-class transforms.
+    big, base = transforms(c_p)
+    L_p = base @ w_p
+    e_p = c_p / a
+    H1_p = (big * base) @ (w_p * e_p)
+    H2_p = (big * (big * base)) @ (w_p * e_p)
+
+    # E[e_k w_k^m] = E[e_k] - (1/Gamma(m)) int H_{+,m} (1 - L_-^{K-1}) du.
+    others_win = -jnp.expm1((K - 1) * jnp.log1p(-one_minus_L_m))
+    mean_own, mean_other = d * s_own, d * s_other
+    own_w1 = mean_own - du * jnp.sum(H1_p * others_win)
+    own_w2 = mean_own - du * jnp.sum(H2_p * others_win)  # 1/Gamma(2) = 1
+    # E[e_l w_l^m] = (1/Gamma(m)) int H_{-,m} L_+ L_-^{K-2} du.
+    rest = L_p * L_m ** (K - 2)
+    other_w1 = du * jnp.sum(H1_m * rest)
+    other_w2 = du * jnp.sum(H2_m * rest)
+
+    z, x = 1.0 / s_own, d2 / s_other
+    gap = z - x
+    num = x**2 * mean_own + 2.0 * x * gap * own_w1 + gap**2 * own_w2
+    den = (K - 1) * (x**2 * mean_other + 2.0 * x * gap * other_w1 + gap**2 * other_w2)
+    return num / den
+
+
+@functools.partial(jax.jit, static_argnames=("d", "K", "panel_width", "nodes_per_panel", "u_step"))
+def _quadrature(sigma, delta, *, d, K, panel_width, nodes_per_panel, u_step):
+    one = functools.partial(
+        _quadrature_one, d=d, K=K, panel_width=panel_width, nodes_per_panel=nodes_per_panel, u_step=u_step
+    )
+    # Sequential over sigma: each level's (u-grid x nodes) tables stay in cache; 2-3x
+    # faster than vmap on CPU.
+    return jax.lax.map(lambda s: one(s, delta), sigma)
+
+
+def exact_snr_quadrature(
+    sigma: Any,
+    *,
+    d: int,
+    K: int,
+    delta: Any,
+    panel_width: float = 2.0,
+    nodes_per_panel: int = 12,
+    u_step: float = 0.25,
+) -> Array:
+    """Exact SNR of the optimal denoiser, deterministic (THEORY 3, 5); cost independent of K.
+
+    Write the logits as ``c_l = a e_l``: ``c_k ~ Gamma(d/2, theta+)``, ``theta+ =
+    (1 - delta^2)/(delta^2 + sigma^2)``, and ``c_l ~ Gamma(d/2, theta-)``, ``theta- =
+    (1 - delta^2)/(1 + sigma^2)``, independent. Expanding ``beta^2`` the SNR needs
+    ``E[e_j w_j^m]`` for m = 1, 2 and j = k or j = l != k. With ``A = sum_i e^{c_i}``,
+    ``A^{-m} = Gamma(m)^{-1} int_0^inf t^{m-1} e^{-t A} dt`` factorises over classes, and
+    with ``t = e^u``:
+
+        E[e_j w_j^m] = (1/Gamma(m)) int du H_{j,m}(u) prod_{i != j} L_i(u),
+        L(u) = E[exp(-e^{u+c})],   H_m(u) = E[e exp(m (u+c) - e^{u+c})].
+
+    For j = k the integral is rewritten as ``E[e_k] - int H_{+,m} (1 - L_-^{K-1})`` so that
+    it lives on a bounded u-range. L and H are integrals over one Gamma variable (composite
+    Gauss-Legendre, panels of width ``panel_width`` in the logit, ``nodes_per_panel``
+    nodes each; the integrands vary on a unit scale in the logit), the u-integral is a
+    trapezoid rule with step ``u_step`` (spectrally accurate: analytic, decaying integrand).
+    Neglected tails are below 1e-17. Measured against refined grids and Monte Carlo the
+    relative error is ~1e-10 in float64 (~1e-5 in float32) for sigma in [1e-4, 1e4].
+
+    Args:
+      sigma: noise level(s) > 0, any shape.
+      d: subspace dimension (static int >= 1).
+      K: number of classes (static int >= 2).
+      delta: scalar detail level in [0, 1) (may be traced).
+      panel_width, nodes_per_panel, u_step: resolution (static); the defaults are
+        converged.
+
+    Returns:
+      SNR with the shape of ``sigma``.
+
+    Example:
+      >>> snr = exact_snr_quadrature(jnp.logspace(-2, 1, 50), d=5, K=3, delta=0.2)
+    """
+    _check_sigma(sigma)
+    _check_delta(delta)
+    d = _check_static_int("d", d, 1, "subspace dimension")
+    K = _check_static_int("K", K, 2, "number of classes; the SNR needs another class")
+    nodes_per_panel = _check_static_int("nodes_per_panel", nodes_per_panel, 2, "Gauss nodes")
+    if np.ndim(delta) != 0:
+        _fail("delta", f"must be a scalar here (vmap over delta instead); got shape {np.shape(delta)}")
+    if not (panel_width > 0 and u_step > 0):
+        _fail("panel_width/u_step", "must be > 0")
+    dt = _float_dtype(sigma, delta)
+    sigma = _as_float(sigma, dt)
+    out = _quadrature(
+        sigma.reshape(-1),
+        _as_float(delta, dt),
+        d=d,
+        K=K,
+        panel_width=float(panel_width),
+        nodes_per_panel=nodes_per_panel,
+        u_step=float(u_step),
+    )
+    return out.reshape(sigma.shape)
+
+
+# --------------------------------------------------------------------------------------
+# Peak of the SNR curve.
+
+_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def peak_sigma(
+    snr_fn: Callable[[Array], Array],
+    lo: Any,
+    hi: Any,
+    *,
+    num_grid: int = 64,
+    num_iters: int = 48,
+) -> tuple[Array, Array]:
+    """Noise level of the maximum of a smooth SNR curve, deterministic and jit-able.
+
+    A log-spaced grid of ``num_grid`` points on ``[lo, hi]`` locates the best grid point;
+    golden-section search in ``log sigma`` on its two neighbouring intervals refines it
+    (bracket shrinks by 0.618 per iteration). If the maximum is at an end of the range,
+    that end is returned: check it against ``lo``/``hi`` when interiority matters.
+
+    Args:
+      snr_fn: function from a 1-D array of sigmas to the SNRs (vectorised, jnp-traceable).
+      lo, hi: search range, ``0 < lo < hi``.
+      num_grid: points of the initial grid (static).
+      num_iters: golden-section iterations (static).
+
+    Returns:
+      ``(sigma_star, snr_star)``.
+    """
+    _check_sigma(lo, "lo")
+    _check_sigma(hi, "hi")
+    if _is_concrete((lo, hi)) and not float(lo) < float(hi):
+        _fail("lo", f"must be < hi; got lo={float(lo):g}, hi={float(hi):g}")
+    dt = _float_dtype(lo, hi)
+    log_lo, log_hi = jnp.log(_as_float(lo, dt)), jnp.log(_as_float(hi, dt))
+    grid = jnp.linspace(log_lo, log_hi, num_grid, dtype=dt)
+    values = snr_fn(jnp.exp(grid))
+    i = jnp.argmax(values)
+    a = grid[jnp.maximum(i - 1, 0)]
+    b = grid[jnp.minimum(i + 1, num_grid - 1)]
+
+    def f(t):
+        return snr_fn(jnp.exp(t)[None])[0]
+
+    def step(_, state):
+        a, b, x1, x2, f1, f2 = state
+        left = f1 >= f2  # maximum in [a, x2]
+        a_new = jnp.where(left, a, x1)
+        b_new = jnp.where(left, x2, b)
+        x1_new = jnp.where(left, b_new - _INV_PHI * (b_new - a_new), x2)
+        x2_new = jnp.where(left, x1, a_new + _INV_PHI * (b_new - a_new))
+        probe = jnp.where(left, x1_new, x2_new)
+        fp = f(probe)
+        f1_new = jnp.where(left, fp, f2)
+        f2_new = jnp.where(left, f1, fp)
+        return a_new, b_new, x1_new, x2_new, f1_new, f2_new
+
+    x1 = b - _INV_PHI * (b - a)
+    x2 = a + _INV_PHI * (b - a)
+    state = jax.lax.fori_loop(0, num_iters, step, (a, b, x1, x2, f(x1), f(x2)))
+    a, b, x1, x2, f1, f2 = state
+    t_best = jnp.where(f1 >= f2, x1, x2)
+    f_best = jnp.maximum(f1, f2)
+    # Keep the grid point if it is better (a maximum at an end of the range).
+    grid_best = values[i]
+    t_star = jnp.where(grid_best > f_best, grid[i], t_best)
+    return jnp.exp(t_star), jnp.maximum(grid_best, f_best)
+
+
+def approx_peak_sigma(*, d: Any, K: Any, delta: Any, lo: float = 1e-4, hi: float = 1e4) -> tuple[Array, Array]:
+    """Peak ``(sigma*, SNR*)`` of P1's approximate SNR (Theorem 1), by :func:`peak_sigma`."""
+    _check_d(d)
+    _check_K(K)
+    _check_delta(delta)
+    return peak_sigma(lambda s: approx_snr(s, d=d, K=K, delta=delta), lo, hi)
+
+
+def exact_peak_sigma_quadrature(
+    *, d: int, K: int, delta: Any, lo: float = 1e-3, hi: float = 1e3
+) -> tuple[Array, Array]:
+    """Peak ``(sigma*, SNR*)`` of the exact SNR, deterministic (:func:`exact_snr_quadrature`)."""
+    _check_delta(delta)
+    return peak_sigma(lambda s: exact_snr_quadrature(s, d=d, K=K, delta=delta), lo, hi)
+
+
+@functools.partial(jax.jit, static_argnames=("d", "K", "num_chunks", "chunk", "num_coarse", "num_fine", "num_groups"))
+def _mc_peak(key, delta, lo, hi, *, d, K, num_chunks, chunk, num_coarse, num_fine, num_groups):
+    key_coarse, key_fine = jax.random.split(key)
+    coarse = jnp.linspace(jnp.log(lo), jnp.log(hi), num_coarse)
+    stats = _mc_chunk_stats(key_coarse, jnp.exp(coarse), delta, d=d, K=K, num_chunks=num_chunks, chunk=chunk)
+    curve = jnp.mean(stats[..., 0], axis=0) / jnp.mean(stats[..., 1], axis=0)
+    i = jnp.argmax(curve)
+    a = coarse[jnp.maximum(i - 1, 0)]
+    b = coarse[jnp.minimum(i + 1, num_coarse - 1)]
+    fine = jnp.linspace(a, b, num_fine)
+    stats = _mc_chunk_stats(key_fine, jnp.exp(fine), delta, d=d, K=K, num_chunks=num_chunks, chunk=chunk)
+    # Chunk means -> group sums; each group is an independent batch of the same size.
+    grouped = stats[..., :2].reshape(num_groups, num_chunks // num_groups, num_fine, 2).mean(axis=1)
+
+    def vertex(num, den):
+        """Log-sigma of the parabola through the best fine-grid point and its neighbours."""
+        y = num / den
+        j = jnp.clip(jnp.argmax(y), 1, num_fine - 2)
+        y0, y1, y2 = y[j - 1], y[j], y[j + 1]
+        step = fine[1] - fine[0]
+        curvature = y0 - 2.0 * y1 + y2
+        offset = jnp.where(curvature < 0, 0.5 * (y0 - y2) / curvature, 0.0)
+        return fine[j] + jnp.clip(offset, -1.0, 1.0) * step
+
+    pooled = grouped.mean(axis=0)
+    t_star = vertex(pooled[:, 0], pooled[:, 1])
+    t_groups = jax.vmap(lambda g: vertex(g[:, 0], g[:, 1]))(grouped)
+    se_t = jnp.std(t_groups, ddof=1) / jnp.sqrt(num_groups)
+    sigma_star = jnp.exp(t_star)
+    return sigma_star, sigma_star * se_t, (a, b)
+
+
+def exact_peak_sigma(
+    *,
+    d: int,
+    K: int,
+    delta: Any,
+    key: Array,
+    num_samples: int = 2**20,
+    chunk_size: int = 2**13,
+    lo: float = 1e-3,
+    hi: float = 1e3,
+    num_coarse: int = 49,
+    num_fine: int = 41,
+    num_groups: int = 16,
+) -> tuple[Array, Array]:
+    """Peak ``sigma*`` of the exact SNR by Monte Carlo, with its standard error.
+
+    A coarse log-grid on ``[lo, hi]`` brackets the maximum of the Monte Carlo SNR curve;
+    a fine log-grid of ``num_fine`` points on the bracket is then estimated with common
+    random numbers (the curve is smooth in sigma), and the peak is the vertex of the
+    parabola in ``log sigma`` through the best fine point and its neighbours. The
+    standard error comes from batch means: the draws are split into ``num_groups``
+    independent groups, the vertex is found for each, and
+    ``se(log sigma*) = std(group vertices) / sqrt(num_groups)``; ``se(sigma*) = sigma* *
+    se(log sigma*)``. For a deterministic value use :func:`exact_peak_sigma_quadrature`.
+
+    Args:
+      d, K: static ints (d >= 1, K >= 2).
+      delta: scalar detail level in [0, 1).
+      key: PRNG key.
+      num_samples: draws per grid (rounded up to a multiple of ``chunk_size * num_groups``).
+      chunk_size: draws per chunk.
+      lo, hi: search range.
+      num_coarse, num_fine, num_groups: grid sizes and number of batches (static).
+
+    Returns:
+      ``(sigma_star, stderr)``.
+    """
+    _check_sigma(lo, "lo")
+    _check_sigma(hi, "hi")
+    _, delta, d, K, chunk, num_chunks = _mc_setup(1.0, delta, d, K, num_samples, chunk_size)
+    num_groups = _check_static_int("num_groups", num_groups, 2, "batches for the standard error")
+    num_chunks = -(-num_chunks // num_groups) * num_groups
+    dt = delta.dtype
+    sigma_star, se, _ = _mc_peak(
+        key,
+        delta,
+        _as_float(lo, dt),
+        _as_float(hi, dt),
+        d=d,
+        K=K,
+        num_chunks=num_chunks,
+        chunk=chunk,
+        num_coarse=num_coarse,
+        num_fine=num_fine,
+        num_groups=num_groups,
+    )
+    return sigma_star, se

@@ -1,0 +1,795 @@
+"""Training denoisers on MoLRG data and comparing them with the optimum (THEORY section 4).
+
+The denoising loss (P1; no per-level weighting)
+
+    L(theta) = E_{x_0, (sigma, s), eps} || x_theta(s (x_0 + sigma eps), sigma, s) - x_0 ||^2
+
+(squared error summed over coordinates, averaged over the batch), with ``(sigma, s)``
+drawn by a noise distribution: :class:`DDPMNoise` (uniform integer ``t`` in
+``[0, T-1]`` of P1's linear DDPM schedule) or the continuous VE options
+:class:`LogNormalNoise` (EDM) and :class:`LogUniformNoise` (``s = 1``).
+
+Training (:func:`train`, :func:`train_ensemble`) is one compiled program: a
+``lax.scan`` over steps, or, with evaluation, a scan over segments of ``eval_every``
+steps whose body is a scan over steps followed by an evaluation. All randomness of
+step ``i`` is a function of ``(seed, i)`` only:
+
+    base = key(seed);  init key = fold_in(base, 0)
+    minibatch:  epoch e = i // (N // B) takes permutation(fold_in(fold_in(base, 1), e)),
+                position i % (N // B) takes its next B indices (the last N mod B
+                samples of each epoch's permutation are dropped), or, with a MoLRG as
+                data, B fresh samples from fold_in(fold_in(base, 1), i);
+    noise:      (t or sigma, eps) from fold_in(fold_in(base, 2), i).
+
+So a run is deterministic per seed, and resuming at step ``i`` needs only the
+parameters, the optimiser state and ``i`` (:func:`save_checkpoint` /
+:func:`load_checkpoint`): N steps in one go equal N/2 + checkpoint + N/2.
+
+The optimiser is an optax factory wrapped in ``optax.inject_hyperparams``, so the
+learning rate lives in the optimiser state: one program serves every learning rate,
+and :func:`train_ensemble` vmaps the whole run over seeds and learning rates (and,
+with several devices, shards that ensemble axis with ``jax.shard_map`` over a
+``Mesh`` axis named ``"ensemble"``).
+
+Evaluation (every ``eval_every`` steps, and once at the start) on a fixed eval set of
+the true mixture at fixed noise levels: the network's MSE per level, the Bayes MSE of
+:func:`molrg.denoise` on the same noisy points, their difference (excess MSE), and for
+networks with learned subspaces (a ``bases(params)`` method) the subspace error
+``sqrt(sum_l ||P^_pi(l) - P*_l||_F^2)`` after matching learned blocks to true blocks
+(Hungarian algorithm on the pairwise errors, on the host) with the principal angles of
+each matched pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import os
+import tempfile
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from molrg._checks import check_positive, fail, is_concrete
+from molrg.mixture import MoLRG
+from molrg.posterior import denoise
+from molrg.schedules import PAPER_SIGMAS, PAPER_TIMESTEPS, DDPMLinear
+
+Array = jax.Array
+
+__all__ = [
+    "DDPMNoise",
+    "LogNormalNoise",
+    "LogUniformNoise",
+    "TrainResult",
+    "Checkpoint",
+    "denoising_loss",
+    "train",
+    "train_ensemble",
+    "subspace_error",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+
+# ----------------------------------------------------------------------------------------
+# Noise distributions.
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DDPMNoise:
+    """``t ~ Uniform{0, ..., T-1}`` of a :class:`molrg.schedules.DDPMLinear` schedule.
+
+    Default: P1's T = 500, betas 1e-4..0.02. Evaluation levels: P1's timesteps
+    (:data:`molrg.schedules.PAPER_TIMESTEPS`).
+    """
+
+    schedule: DDPMLinear = DDPMLinear()
+
+    def sample(self, key: Array, num: int, dtype) -> tuple[Array, Array]:
+        """``(sigma, scale)``, each ``(num,)``, from the float64 tables cast to ``dtype``."""
+        t = jax.random.randint(key, (num,), 0, self.schedule.T)
+        sigmas = jnp.asarray(self.schedule.sigmas, dtype)
+        scales = jnp.asarray(np.sqrt(self.schedule.alphas_cumprod), dtype)
+        return sigmas[t], scales[t]
+
+    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray([t for t in PAPER_TIMESTEPS if t < self.schedule.T])
+        return self.schedule.sigmas[t], np.sqrt(self.schedule.alphas_cumprod[t])
+
+
+@dataclasses.dataclass(frozen=True)
+class LogNormalNoise:
+    """EDM's training distribution ``log sigma ~ N(p_mean, p_std^2)``, ``scale = 1``.
+
+    Evaluation levels: P1's sigma grid (:data:`molrg.schedules.PAPER_SIGMAS`).
+    """
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    def __post_init__(self):
+        if not (math.isfinite(self.p_mean) and math.isfinite(self.p_std) and self.p_std > 0):
+            fail("p_mean/p_std", f"need finite p_mean and p_std > 0; got {self.p_mean}, {self.p_std}")
+
+    def sample(self, key: Array, num: int, dtype) -> tuple[Array, Array]:
+        z = jax.random.normal(key, (num,), dtype)
+        return jnp.exp(self.p_mean + self.p_std * z), jnp.ones((num,), dtype)
+
+    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(PAPER_SIGMAS), np.ones(len(PAPER_SIGMAS))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniformNoise:
+    """``log sigma ~ Uniform[log sigma_min, log sigma_max]``, ``scale = 1`` (VE)."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def __post_init__(self):
+        if not (0 < self.sigma_min < self.sigma_max < math.inf):
+            fail("sigma_min/sigma_max", f"need 0 < sigma_min < sigma_max < inf; got "
+                 f"{self.sigma_min}, {self.sigma_max}")
+
+    def sample(self, key: Array, num: int, dtype) -> tuple[Array, Array]:
+        u = jax.random.uniform(key, (num,), dtype, math.log(self.sigma_min), math.log(self.sigma_max))
+        return jnp.exp(u), jnp.ones((num,), dtype)
+
+    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(PAPER_SIGMAS), np.ones(len(PAPER_SIGMAS))
+
+
+_NOISES = (DDPMNoise, LogNormalNoise, LogUniformNoise)
+
+
+# ----------------------------------------------------------------------------------------
+# The loss.
+# ----------------------------------------------------------------------------------------
+def _col(v):
+    return v if v.ndim == 0 else v[:, None]
+
+
+def denoising_loss(net, params, x0: Array, sigma, scale, eps: Array) -> Array:
+    """``mean_b || x_theta(s_b (x0_b + sigma_b eps_b)) - x0_b ||^2`` (summed over coordinates).
+
+    Args:
+      net: a network of :mod:`molrg.networks`.
+      params: its parameters.
+      x0: ``(B, n)`` clean samples.
+      sigma, scale: scalars or ``(B,)``.
+      eps: ``(B, n)`` standard normal noise.
+
+    Returns:
+      The scalar loss.
+    """
+    if np.shape(eps) != np.shape(x0):
+        fail("eps", f"must have the shape of x0 {np.shape(x0)}; got {np.shape(eps)}")
+    sig = jnp.asarray(sigma).astype(x0.dtype)
+    sc = jnp.asarray(scale).astype(x0.dtype)
+    x_t = _col(sc) * (x0 + _col(sig) * eps)
+    pred = net.apply(params, x_t, sig, sc)
+    return jnp.mean(jnp.sum(jnp.square(pred - x0), axis=-1))
+
+
+# ----------------------------------------------------------------------------------------
+# The compiled program.
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything static about a run (hashable: a jit static argument)."""
+
+    net: Any
+    optimizer: Callable
+    noise: Any
+    steps: int
+    batch_size: int
+    eval_every: int  # 0: no evaluation
+    fresh: bool  # data is a MoLRG (fresh samples) rather than a fixed training set
+    subspace: bool  # evaluation includes the subspace error
+
+
+class _EvalSet(NamedTuple):
+    x0: Array  # (J * M, n), the eval samples tiled once per level
+    x_t: Array  # (J * M, n)
+    sigma: Array  # (J * M,)
+    scale: Array  # (J * M,)
+    true_bases: Array | None  # (K, n, d)
+
+
+def _optimizer(plan, learning_rate):
+    return optax.inject_hyperparams(plan.optimizer)(learning_rate=learning_rate)
+
+
+def _seed_key(seed):
+    return jax.random.key(seed)
+
+
+def _init_key(seed):
+    return jax.random.fold_in(_seed_key(seed), 0)
+
+
+def _evaluate(plan: _Plan, params, ev: _EvalSet, num_levels: int) -> dict:
+    pred = plan.net.apply(params, ev.x_t, ev.sigma, ev.scale)
+    err = jnp.sum(jnp.square(pred - ev.x0), axis=-1).reshape(num_levels, -1)
+    out = {"net_mse": jnp.mean(err, axis=-1)}
+    if plan.subspace:
+        true = ev.true_bases  # (K, n, d)
+        K, n, d = true.shape
+        u = plan.net.bases(params)
+        learned = jnp.transpose(u.reshape(n, K, d), (1, 0, 2))  # (K, n, d)
+        overlap = jnp.einsum("ind,jne->ijde", learned, true)  # U^_i^T U*_j
+        # ||P^_i - P*_j||_F^2 = 2 ||(I - P*_j) U^_i||_F^2: a sum of squares, no cancellation.
+        resid = learned[:, None] - jnp.einsum("jne,ijde->ijnd", true, overlap)
+        out["pair_error"] = 2.0 * jnp.sum(jnp.square(resid), axis=(-2, -1))  # (K, K)
+        out["pair_cosines"] = jnp.linalg.svd(overlap, compute_uv=False)  # (K, K, d)
+        ustar = true.transpose(1, 0, 2).reshape(n, K * d)
+        stacked = u - ustar @ (ustar.T @ u)
+        out["stacked_error"] = jnp.sqrt(2.0 * jnp.sum(jnp.square(stacked)))
+    return out
+
+
+def _program(plan: _Plan, data, seed, params, opt_state, start_step, evalset, num_levels):
+    """The whole run; returns (params, opt_state, losses (steps,), evals dict or None)."""
+    net, B = plan.net, plan.batch_size
+    opt = _optimizer(plan, 0.0)  # the learning rate used is the one in opt_state
+    base = _seed_key(seed)
+    k_data = jax.random.fold_in(base, 1)
+    k_noise = jax.random.fold_in(base, 2)
+    if plan.fresh:
+        dtype, n = data.dtype, data.n
+        perm0 = None
+    else:
+        dtype, (N, n) = data.dtype, data.shape
+        per_epoch = N // B
+        perm0 = jax.random.permutation(jax.random.fold_in(k_data, start_step // per_epoch), N)
+
+    def minibatch(perm, i):
+        if plan.fresh:
+            x0, _ = data.sample(jax.random.fold_in(k_data, i), B)
+            return x0.astype(dtype), perm
+        epoch, pos = i // per_epoch, i % per_epoch
+        perm = lax.cond(pos == 0,
+                        lambda: jax.random.permutation(jax.random.fold_in(k_data, epoch), N),
+                        lambda: perm)
+        idx = lax.dynamic_slice(perm, (pos * B,), (B,))
+        return data[idx], perm
+
+    def loss_fn(p, x0, sigma, scale, eps):
+        return denoising_loss(net, p, x0, sigma, scale, eps)
+
+    def step(carry, i):
+        p, state, perm = carry
+        x0, perm = minibatch(perm, i)
+        k_level, k_eps = jax.random.split(jax.random.fold_in(k_noise, i))
+        sigma, scale = plan.noise.sample(k_level, B, dtype)
+        eps = jax.random.normal(k_eps, (B, n), dtype)
+        loss, grads = jax.value_and_grad(loss_fn)(p, x0, sigma, scale, eps)
+        updates, state = opt.update(grads, state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, state, perm), loss
+
+    carry = (params, opt_state, perm0)
+    start = jnp.asarray(start_step, jnp.int32)
+    if not plan.eval_every:
+        carry, losses = lax.scan(step, carry, start + jnp.arange(plan.steps, dtype=jnp.int32))
+        return carry[0], carry[1], losses, None
+
+    E = plan.eval_every
+
+    def segment(carry, seg):
+        first = start + seg * E
+        carry, losses = lax.scan(step, carry, first + jnp.arange(E, dtype=jnp.int32))
+        return carry, (losses, _evaluate(plan, carry[0], evalset, num_levels))
+
+    ev0 = _evaluate(plan, params, evalset, num_levels)
+    carry, (losses, evs) = lax.scan(segment, carry, jnp.arange(plan.steps // E, dtype=jnp.int32))
+    evs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), ev0, evs)
+    return carry[0], carry[1], losses.reshape(-1), evs
+
+
+_single_program = jax.jit(_program, static_argnums=(0, 7))
+
+
+@functools.lru_cache(maxsize=32)
+def _ensemble_program(plan: _Plan, num_levels: int, devices: tuple | None):
+    fn = jax.vmap(functools.partial(_program, plan), in_axes=(None, 0, 0, 0, None, None, None))
+
+    def run(data, seeds, params, opt_state, start_step, evalset):
+        return fn(data, seeds, params, opt_state, start_step, evalset, num_levels)
+
+    if devices is None:
+        return jax.jit(run), None
+    mesh = Mesh(np.asarray(devices), ("ensemble",))
+    ens, rep = P("ensemble"), P()
+    sharded = jax.shard_map(run, mesh=mesh, in_specs=(rep, ens, ens, ens, rep, rep),
+                            out_specs=ens, check_vma=False)
+    return jax.jit(sharded), mesh
+
+
+# ----------------------------------------------------------------------------------------
+# Public entry points.
+# ----------------------------------------------------------------------------------------
+class TrainResult(NamedTuple):
+    """What :func:`train` / :func:`train_ensemble` return (ensemble: a leading E axis).
+
+    Attributes:
+      params: final parameters.
+      opt_state: final optimiser state (holds the learning rate).
+      step: the step count reached (``start_step + steps``), a Python int.
+      losses: ``(steps,)`` training loss of every step.
+      evals: None, or a dict of NumPy arrays over the ``S + 1`` evaluations (at
+        ``start_step`` and every ``eval_every`` steps after):
+        ``"step"`` (S+1,), ``"train_loss"`` (S+1,) mean training loss of the preceding
+        segment (NaN at the start), ``"sigma"``, ``"scale"``, ``"bayes_mse"`` (J,) per
+        evaluation level, ``"net_mse"``, ``"excess_mse"`` (S+1, J), ``"eval_loss"``
+        (S+1,) the mean of ``net_mse`` over the levels; with learned subspaces also
+        ``"subspace_error"`` (S+1,) (blocks matched), ``"stacked_error"`` (S+1,)
+        ``||U^ U^^T - U* U*^T||_F`` (no matching needed), ``"principal_angles"``
+        (S+1, K, d) radians, ascending, of the learned block matched to true block l,
+        ``"block_match"`` (S+1, K) the learned block matched to true block l.
+    """
+
+    params: Any
+    opt_state: Any
+    step: int
+    losses: Array
+    evals: dict | None
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        fail(name, f"must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_net(net):
+    if not (hasattr(net, "init") and hasattr(net, "apply") and hasattr(net, "n")):
+        fail("net", f"must be a molrg.networks network (init/apply/n); got {type(net).__name__}")
+    try:
+        hash(net)
+    except TypeError:
+        fail("net", "must be hashable (a frozen dataclass)")
+
+
+def _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix):
+    _check_net(net)
+    if isinstance(data, MoLRG):
+        if data.n != net.n:
+            fail("data", f"mixture dimension n = {data.n} must equal the network's n = {net.n}")
+    else:
+        shape = np.shape(data)
+        if len(shape) != 2 or shape[1] != net.n:
+            fail("data", f"must be a MoLRG or a (N, n = {net.n}) training set; got shape {shape}")
+        if not jnp.issubdtype(jnp.asarray(data).dtype, jnp.floating):
+            fail("data", f"must be a floating array; got dtype {jnp.asarray(data).dtype}")
+        if is_concrete(data) and not np.all(np.isfinite(np.asarray(data))):
+            fail("data", "must contain only finite values")
+    _check_int("steps", steps, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("start_step", start_step, 0)
+    if not isinstance(data, MoLRG) and np.shape(data)[0] < batch_size:
+        fail("batch_size", f"must be <= the number of training samples {np.shape(data)[0]}; got {batch_size}")
+    if eval_every is not None:
+        _check_int("eval_every", eval_every, 1)
+        if steps % eval_every:
+            fail("eval_every", f"must divide steps = {steps}; got {eval_every}")
+        if mix is None and not isinstance(data, MoLRG):
+            fail("mix", "the true mixture is needed for evaluation (Bayes MSE); pass mix=")
+    if mix is not None and not isinstance(mix, MoLRG):
+        fail("mix", f"must be a molrg.MoLRG or None; got {type(mix).__name__}")
+    if mix is not None and mix.n != net.n:
+        fail("mix", f"dimension n = {mix.n} must equal the network's n = {net.n}")
+    if not isinstance(noise, _NOISES):
+        fail("noise", f"must be one of {[c.__name__ for c in _NOISES]}; got {type(noise).__name__}")
+    if not callable(optimizer):
+        fail("optimizer", "must be an optax optimiser factory taking learning_rate (e.g. optax.adam)")
+
+
+def _has_subspaces(net, mix) -> bool:
+    if mix is None or not hasattr(net, "bases") or not hasattr(net, "K"):
+        return False
+    return mix.K == net.K and all(dk == net.d for dk in mix.dims)
+
+
+def _make_evalset(net, mix, noise, eval_levels, eval_size, eval_seed, dtype, subspace):
+    if eval_levels is None:
+        sig, sc = noise.eval_levels()
+    else:
+        sig, sc = eval_levels
+    sig = np.asarray(sig, np.float64).reshape(-1)
+    sc = np.broadcast_to(np.asarray(sc, np.float64), sig.shape)
+    check_positive("eval_levels", sig)
+    check_positive("eval_levels", sc)
+    _check_int("eval_size", eval_size, 1)
+    J, M, n = sig.size, eval_size, net.n
+    k_x, k_eps = jax.random.split(jax.random.key(eval_seed))
+    x0, _ = mix.sample(k_x, M)
+    x0 = np.asarray(x0, np.float64)
+    eps = np.asarray(jax.random.normal(k_eps, (J, M, n), mix.dtype), np.float64)
+    x_t = sc[:, None, None] * (x0[None] + sig[:, None, None] * eps)  # (J, M, n)
+    bayes = []
+    for j in range(J):
+        xt_j = jnp.asarray(x_t[j], mix.dtype)
+        den = np.asarray(denoise(mix, xt_j, float(sig[j]), float(sc[j])), np.float64)
+        bayes.append(np.mean(np.sum((den - x0) ** 2, axis=-1)))
+    true = None
+    if subspace:
+        true = jnp.asarray(np.stack([np.asarray(b, np.float64) for b in mix.bases]), dtype)
+    ev = _EvalSet(
+        x0=jnp.asarray(np.tile(x0, (J, 1)), dtype),
+        x_t=jnp.asarray(x_t.reshape(J * M, n), dtype),
+        sigma=jnp.asarray(np.repeat(sig, M), dtype),
+        scale=jnp.asarray(np.repeat(sc, M), dtype),
+        true_bases=true,
+    )
+    return ev, {"sigma": sig, "scale": sc, "bayes_mse": np.asarray(bayes)}
+
+
+def subspace_error(pair_error, pair_cosines=None):
+    """Matches learned blocks to true blocks and returns the matched subspace error.
+
+    Args:
+      pair_error: ``(..., K, K)``, entry ``[i, j] = ||P^_i - P*_j||_F^2`` for learned block
+        i and true block j.
+      pair_cosines: optional ``(..., K, K, d)`` singular values of ``U^_i^T U*_j``.
+
+    Returns:
+      ``(error, match, angles)``: ``error`` (...) ``= sqrt(sum_l ||P^_match[l] - P*_l||^2)``
+      minimised over block permutations (``scipy.optimize.linear_sum_assignment``);
+      ``match`` (..., K) the learned block matched to true block l; ``angles``
+      (..., K, d) principal angles (radians, ascending) of each matched pair, or None.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.asarray(pair_error, np.float64)
+    if cost.ndim < 2 or cost.shape[-1] != cost.shape[-2]:
+        fail("pair_error", f"must have shape (..., K, K); got {cost.shape}")
+    K = cost.shape[-1]
+    flat = cost.reshape(-1, K, K)
+    cos = None if pair_cosines is None else np.asarray(pair_cosines, np.float64)
+    if cos is not None:
+        if cos.shape[:-1] != cost.shape:
+            fail("pair_cosines", f"must have shape {cost.shape + ('d',)}; got {cos.shape}")
+        cos = cos.reshape(flat.shape[0], K, K, -1)
+    err = np.empty(flat.shape[0])
+    match = np.empty((flat.shape[0], K), np.int64)
+    angles = None if cos is None else np.empty((flat.shape[0], K, cos.shape[-1]))
+    for b in range(flat.shape[0]):
+        learned, true = linear_sum_assignment(flat[b])
+        order = np.argsort(true)
+        match[b] = learned[order]
+        err[b] = math.sqrt(max(flat[b][learned, true].sum(), 0.0))
+        if cos is not None:
+            c = np.clip(cos[b][match[b], np.arange(K)], -1.0, 1.0)
+            angles[b] = np.sort(np.arccos(c), axis=-1)
+    lead = cost.shape[:-2]
+    return (err.reshape(lead), match.reshape(*lead, K),
+            None if angles is None else angles.reshape(*lead, K, -1))
+
+
+def _postprocess(evals, info, start_step, eval_every, losses):
+    """Host side: numpy, excess MSE, segment-mean losses, block matching."""
+    if evals is None:
+        return None
+    ev = {k: np.asarray(v) for k, v in evals.items()}
+    losses = np.asarray(losses)
+    lead = ev["net_mse"].shape[:-2]  # () or (E,)
+    S1 = ev["net_mse"].shape[-2]
+    out = {"step": start_step + eval_every * np.arange(S1), **info}
+    seg = losses.reshape(*lead, S1 - 1, eval_every).mean(-1)
+    out["train_loss"] = np.concatenate([np.full((*lead, 1), np.nan), seg], axis=-1)
+    out["net_mse"] = ev["net_mse"]
+    out["excess_mse"] = ev["net_mse"] - info["bayes_mse"]
+    out["eval_loss"] = ev["net_mse"].mean(-1)
+    if "pair_error" in ev:
+        err, match, angles = subspace_error(ev["pair_error"], ev["pair_cosines"])
+        out.update(subspace_error=err, block_match=match, principal_angles=angles,
+                   stacked_error=ev["stacked_error"])
+    return out
+
+
+def _with_learning_rate(opt_state, learning_rate):
+    hp = dict(opt_state.hyperparams)
+    old = hp["learning_rate"]
+    hp["learning_rate"] = jnp.broadcast_to(jnp.asarray(learning_rate, old.dtype), old.shape)
+    return opt_state._replace(hyperparams=hp)
+
+
+def train(net, data, *, seed: int, steps: int, batch_size: int = 32, learning_rate=None,
+          noise=None, optimizer: Callable = optax.adam, params=None, opt_state=None,
+          start_step: int = 0, eval_every: int | None = None, mix: MoLRG | None = None,
+          eval_levels=None, eval_size: int = 512, eval_seed: int = 0) -> TrainResult:
+    """Trains one network with the denoising loss, as one compiled ``lax.scan``.
+
+    Args:
+      net: a network of :mod:`molrg.networks` (static; its ``apply`` is the model).
+      data: ``(N, n)`` fixed training set (epoch permutations, P1's setting) or a
+        :class:`molrg.MoLRG` (fresh samples every step).
+      seed: the run's seed (initialisation, minibatches, noise); an int in [0, 2^31).
+      steps: number of optimiser steps (e.g. P1 Fig. 3: 200 epochs of 12,000 samples at
+        batch 32 = 75,000).
+      batch_size: minibatch size (default 32).
+      learning_rate: default 5e-4 (P1); with ``opt_state`` given, None keeps its value.
+      noise: :class:`DDPMNoise` (default), :class:`LogNormalNoise` or :class:`LogUniformNoise`.
+      optimizer: an optax factory taking ``learning_rate`` (default ``optax.adam``); it is
+        wrapped with ``optax.inject_hyperparams``.
+      params: starting parameters (default ``net.init`` from the seed, in the data's dtype).
+      opt_state: starting optimiser state (default: fresh); pass with ``params`` and
+        ``start_step`` to resume.
+      start_step: the absolute index of the first step (selects the randomness).
+      eval_every: evaluate every this many steps (must divide ``steps``), and at the start.
+      mix: the true mixture for evaluation (default: ``data`` when it is a MoLRG).
+      eval_levels: ``(sigmas, scales)`` for evaluation (default: the noise's levels).
+      eval_size: eval samples per level.
+      eval_seed: seed of the fixed eval set.
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Example:
+      >>> mix = molrg.paper_molrg(jax.random.key(0))
+      >>> x0, _ = mix.sample(jax.random.key(1), 12_000)
+      >>> net = LowRankDenoiser(n=50, K=3, d=5, delta=0.2)
+      >>> res = train(net, x0, seed=0, steps=75_000, eval_every=2_500, mix=mix)
+    """
+    noise = DDPMNoise() if noise is None else noise
+    _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix)
+    _check_int("seed", seed, 0)
+    if seed >= 2**31:
+        fail("seed", f"must be < 2^31; got {seed}")
+    if learning_rate is not None:
+        check_positive("learning_rate", learning_rate)
+    if mix is None and isinstance(data, MoLRG):
+        mix = data
+    if not isinstance(data, MoLRG):
+        data = jnp.asarray(data)
+    dtype = data.dtype
+    if params is None:
+        params = net.init(_init_key(seed), dtype=dtype)
+    plan = _Plan(net, optimizer, noise, steps, batch_size, eval_every or 0,
+                 isinstance(data, MoLRG), eval_every is not None and _has_subspaces(net, mix))
+    if opt_state is None:
+        opt_state = _optimizer(plan, 5e-4 if learning_rate is None else learning_rate).init(params)
+    elif learning_rate is not None:
+        opt_state = _with_learning_rate(opt_state, learning_rate)
+    evalset, info, J = None, None, 0
+    if eval_every is not None:
+        evalset, info = _make_evalset(net, mix, noise, eval_levels, eval_size, eval_seed, dtype,
+                                      plan.subspace)
+        J = info["sigma"].size
+    p, s, losses, evals = _single_program(plan, data, jnp.asarray(seed, jnp.int32), params,
+                                          opt_state, start_step, evalset, J)
+    return TrainResult(p, s, start_step + steps, losses,
+                       _postprocess(evals, info, start_step, eval_every, losses))
+
+
+def _largest_divisor(num: int, limit: int) -> int:
+    return max(k for k in range(1, min(num, limit) + 1) if num % k == 0)
+
+
+def train_ensemble(net, data, *, seeds, learning_rates=None, steps: int, batch_size: int = 32,
+                   noise=None, optimizer: Callable = optax.adam, params=None, opt_state=None,
+                   start_step: int = 0, eval_every: int | None = None, mix: MoLRG | None = None,
+                   eval_levels=None, eval_size: int = 512, eval_seed: int = 0,
+                   devices=None) -> TrainResult:
+    """Trains an ensemble (one member per seed and learning rate) as one vmapped program.
+
+    Member ``e`` is exactly ``train(net, data, seed=seeds[e],
+    learning_rate=learning_rates[e], ...)`` (same randomness, same arithmetic up to
+    rounding of batched matrix products). With more than one device the ensemble axis
+    is split over the largest number of ``devices`` that divides E, via
+    ``jax.shard_map`` on a ``Mesh`` axis ``"ensemble"``; members never communicate.
+
+    Args:
+      seeds: ``(E,)`` ints.
+      learning_rates: ``(E,)`` or a scalar (default 5e-4); with ``opt_state`` given,
+        None keeps the states' values.
+      params, opt_state: optional starting values with a leading E axis (``params``
+        without it is broadcast to every member).
+      devices: devices to shard over (default ``jax.devices()``).
+      Other arguments: as in :func:`train` (the eval set is shared by all members).
+
+    Returns:
+      A :class:`TrainResult` whose arrays have a leading E axis.
+    """
+    noise = DDPMNoise() if noise is None else noise
+    _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix)
+    seeds_np = np.asarray(seeds)
+    if seeds_np.ndim != 1 or seeds_np.size < 1 or not np.issubdtype(seeds_np.dtype, np.integer):
+        fail("seeds", f"must be a non-empty 1-D array of integers; got {seeds!r}")
+    if seeds_np.min() < 0 or seeds_np.max() >= 2**31:
+        fail("seeds", "must lie in [0, 2^31)")
+    E = seeds_np.size
+    if learning_rates is not None:
+        lrs = np.asarray(learning_rates, np.float64)
+        if lrs.ndim > 1 or (lrs.ndim == 1 and lrs.size != E):
+            fail("learning_rates", f"must be a scalar or have one value per seed ({E}); got shape {lrs.shape}")
+        check_positive("learning_rates", lrs)
+        lrs = np.broadcast_to(lrs, (E,))
+    if mix is None and isinstance(data, MoLRG):
+        mix = data
+    if not isinstance(data, MoLRG):
+        data = jnp.asarray(data)
+    dtype = data.dtype
+    seeds_j = jnp.asarray(seeds_np, jnp.int32)
+    plan = _Plan(net, optimizer, noise, steps, batch_size, eval_every or 0,
+                 isinstance(data, MoLRG), eval_every is not None and _has_subspaces(net, mix))
+
+    if params is None:
+        params = jax.vmap(lambda s: net.init(_init_key(s), dtype=dtype))(seeds_j)
+    else:
+        template = jax.eval_shape(lambda: net.init(jax.random.key(0), dtype=dtype))
+        shapes = [np.shape(x) for x in jax.tree.leaves(params)]
+        if shapes == [t.shape for t in jax.tree.leaves(template)]:
+            params = jax.tree.map(lambda x: jnp.broadcast_to(x, (E, *np.shape(x))), params)
+        elif any(len(s) < 1 or s[0] != E for s in shapes):
+            fail("params", f"must be one network's parameters or have a leading axis of size E = {E}")
+    if opt_state is None:
+        lr0 = np.full((E,), 5e-4) if learning_rates is None else lrs
+        lr0 = jnp.asarray(lr0, jnp.result_type(*jax.tree.leaves(params)))
+        opt_state = jax.vmap(lambda p, lr: _optimizer(plan, lr).init(p))(params, lr0)
+    elif learning_rates is not None:
+        hp = dict(opt_state.hyperparams)
+        hp["learning_rate"] = jnp.asarray(lrs, hp["learning_rate"].dtype)
+        opt_state = opt_state._replace(hyperparams=hp)
+
+    evalset, info, J = None, None, 0
+    if eval_every is not None:
+        evalset, info = _make_evalset(net, mix, noise, eval_levels, eval_size, eval_seed, dtype,
+                                      plan.subspace)
+        J = info["sigma"].size
+
+    devs = tuple(jax.devices() if devices is None else devices)
+    m = _largest_divisor(E, len(devs))
+    args = (data, seeds_j, params, opt_state, jnp.asarray(start_step, jnp.int32), evalset)
+    if m == 1:
+        fn, _ = _ensemble_program(plan, J, None)
+        if devices is not None:
+            args = jax.device_put(args, devs[0])
+    else:
+        fn, mesh = _ensemble_program(plan, J, devs[:m])
+        ens, rep = NamedSharding(mesh, P("ensemble")), NamedSharding(mesh, P())
+        args = (jax.device_put(args[0], rep), jax.device_put(args[1], ens),
+                jax.device_put(args[2], ens), jax.device_put(args[3], ens),
+                jax.device_put(args[4], rep), jax.device_put(args[5], rep))
+    p, s, losses, evals = fn(*args)
+    return TrainResult(p, s, start_step + steps, losses,
+                       _postprocess(evals, info, start_step, eval_every, losses))
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints: one .npz holding the leaves and a JSON description of the tree.
+# ----------------------------------------------------------------------------------------
+class Checkpoint(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: int
+    config: Any
+
+
+_FORMAT = "molrg-checkpoint-1"
+
+
+def _encode(node, leaves: list):
+    if node is None:
+        return {"t": "none"}
+    if isinstance(node, dict):
+        keys = list(node)
+        if not all(isinstance(k, str) for k in keys):
+            fail("params/opt_state", "dict keys must be strings to be checkpointed")
+        return {"t": "dict", "keys": keys, "c": [_encode(node[k], leaves) for k in keys]}
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        cls = type(node)
+        return {"t": "namedtuple", "module": cls.__module__, "name": cls.__qualname__,
+                "c": [_encode(v, leaves) for v in node]}
+    if isinstance(node, (list, tuple)):
+        return {"t": type(node).__name__, "c": [_encode(v, leaves) for v in node]}
+    if isinstance(node, (jax.Array, np.ndarray, np.generic, int, float)) and not isinstance(node, bool):
+        if isinstance(node, jax.Array) and jnp.issubdtype(node.dtype, jax.dtypes.prng_key):
+            fail("params/opt_state", "PRNG key arrays cannot be checkpointed")
+        leaves.append(np.asarray(node))
+        return {"t": "leaf", "i": len(leaves) - 1, "py": type(node).__name__ if isinstance(node, (int, float)) else None}
+    fail("params/opt_state", f"cannot checkpoint a {type(node).__name__} node")
+
+
+def _decode(spec, leaves):
+    t = spec["t"]
+    if t == "none":
+        return None
+    if t == "dict":
+        return {k: _decode(c, leaves) for k, c in zip(spec["keys"], spec["c"])}
+    if t in ("list", "tuple"):
+        items = [_decode(c, leaves) for c in spec["c"]]
+        return items if t == "list" else tuple(items)
+    if t == "namedtuple":
+        cls = importlib.import_module(spec["module"])
+        for part in spec["name"].split("."):
+            cls = getattr(cls, part)
+        if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
+            fail("path", f"checkpoint names {spec['module']}.{spec['name']}, not a namedtuple class")
+        return cls(*[_decode(c, leaves) for c in spec["c"]])
+    if t == "leaf":
+        arr = leaves[spec["i"]]
+        if spec.get("py") == "int":
+            return int(arr)
+        if spec.get("py") == "float":
+            return float(arr)
+        return jnp.asarray(arr)
+    fail("path", f"unknown node type {t!r} in checkpoint")
+
+
+def save_checkpoint(path, params, opt_state, step: int, config=None) -> None:
+    """Writes ``params``, ``opt_state``, ``step`` and a JSON ``config`` atomically.
+
+    One ``.npz`` file: leaf arrays ``leaf_0 ... leaf_{m-1}`` and ``__meta__``, a JSON
+    string with the tree structure (dicts, lists, tuples, namedtuples such as optax's
+    states, None), the step and the config. Written to a temporary file in the same
+    directory, flushed and fsynced, then ``os.replace``-d over ``path`` (and the
+    directory fsynced), so a reader sees the old file or the new one, never a torn one.
+
+    Args:
+      path: destination file (any name; no extension is added).
+      params, opt_state: pytrees of arrays (e.g. from :func:`train`; ensemble arrays too).
+      step: the step count reached (``TrainResult.step``).
+      config: anything JSON-serialisable (the run's settings).
+    """
+    _check_int("step", step, 0)
+    leaves: list = []
+    tree = _encode({"params": params, "opt_state": opt_state}, leaves)
+    try:
+        meta = json.dumps({"format": _FORMAT, "tree": tree, "step": int(step), "config": config})
+    except (TypeError, ValueError) as err:
+        fail("config", f"must be JSON-serialisable ({err})")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        fail("path", f"directory {directory!r} does not exist")
+    arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
+    arrays["__meta__"] = np.asarray(meta)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ckpt-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Reads a file written by :func:`save_checkpoint`.
+
+    Returns:
+      ``Checkpoint(params, opt_state, step, config)``; arrays as ``jax.Array`` with their
+      saved dtypes (namedtuple classes are re-imported by module and name).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        fail("path", f"no checkpoint file at {path!r}")
+    with np.load(path, allow_pickle=False) as z:
+        if "__meta__" not in z.files:
+            fail("path", f"{path!r} is not a molrg checkpoint (no __meta__)")
+        meta = json.loads(str(z["__meta__"]))
+        if meta.get("format") != _FORMAT:
+            fail("path", f"unknown checkpoint format {meta.get('format')!r}")
+        leaves = [z[f"leaf_{i}"] for i in range(len(z.files) - 1)]
+    tree = _decode(meta["tree"], leaves)
+    return Checkpoint(tree["params"], tree["opt_state"], int(meta["step"]), meta["config"])
