@@ -205,7 +205,14 @@ class _EvalSet(NamedTuple):
 
 
 def _optimizer(plan, learning_rate):
-    return optax.inject_hyperparams(plan.optimizer)(learning_rate=learning_rate)
+    # Only the learning rate is injected (a state array, vmappable); the factory's other
+    # numeric arguments (Adam's b1, b2, eps) stay fixed Python constants.
+    factory = plan.optimizer
+
+    def learning_rate_only(learning_rate):
+        return factory(learning_rate=learning_rate)
+
+    return optax.inject_hyperparams(learning_rate_only)(learning_rate=learning_rate)
 
 
 def _seed_key(seed):
@@ -272,7 +279,10 @@ def _program(plan: _Plan, data, seed, params, opt_state, start_step, evalset, nu
         sigma, scale = plan.noise.sample(k_level, B, dtype)
         eps = jax.random.normal(k_eps, (B, n), dtype)
         loss, grads = jax.value_and_grad(loss_fn)(p, x0, sigma, scale, eps)
-        updates, state = opt.update(grads, state, p)
+        # optax's Adam computes ``b1 ** count`` (float ** int32): allow standard promotion
+        # inside the optimiser only (the project runs with strict promotion).
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = opt.update(grads, state, p)
         p = optax.apply_updates(p, updates)
         return (p, state, perm), loss
 
