@@ -389,6 +389,10 @@ def random_molrg(key: Array, *, n: int, K: int, d: int | Sequence[int], delta: f
             fail("d", f"mutually orthogonal subspaces need sum(d) <= n; sum(d) = {sum(dims)} > n = {n}")
         q = _random_orthonormal(key, n, sum(dims), dtype)
         bases = list(jnp.split(q, np.cumsum(dims)[:-1], axis=1))
+        # Orthogonal by construction: say so, so that a traced key (inside jit/vmap, where
+        # the structure cannot be detected) still gets the fast orthogonal path.
+        return MoLRG(bases, weights=weights, delta=delta, noise=noise, means=means,
+                     structure="orthogonal")
     else:
         if not (0.0 < float(angle) <= 90.0):
             fail("angle", f"must be in (0, 90] degrees; got {angle!r}")

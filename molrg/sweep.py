@@ -1,0 +1,301 @@
+"""A resumable, sharded sweep engine over cartesian grids.
+
+A *sweepable* study declares which config fields are **static** (they fix array shapes:
+n, K, d, N, ...) and which are **numeric** (sigma, delta, learning rate, seed, ...), and
+a pure JAX ``point(static_cfg, values) -> dict of arrays`` for ONE point. The engine
+
+1. expands ``--grid`` values into the cartesian product of points;
+2. groups points with equal static values; inside a group the numeric values are stacked
+   and the point function runs ``vmap``-ped, so one compiled program serves the group;
+3. shards that vmapped axis over every device (``jax.sharding.Mesh`` with a ``points``
+   axis and ``NamedSharding``), padding the group to a multiple of the device count;
+4. writes each point's result atomically (temporary file, then ``os.replace``) under a
+   key derived from its full config, so a sweep stopped by Ctrl-C or ``kill -9`` resumes
+   where it stopped, recomputes no finished point and never leaves a corrupt file;
+5. shows a progress line with ETA, and writes a manifest (config, grids, seeds,
+   versions, devices, git revision) and a tidy ``table.csv`` of all points.
+
+Several hosts: launch one process per host with ``MOLRG_DISTRIBUTED=1`` and JAX's usual
+coordinator variables (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
+``JAX_PROCESS_ID``) or on a cluster JAX auto-detects (SLURM, TPU pods); molrg then calls
+``jax.distributed.initialize()``, the mesh spans the devices of every host, the inputs
+are built identically on every process and placed with ``make_array_from_callback``, and
+only process 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+import typing
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from molrg.runner import (Progress, _jsonable, _parse_value, apply_overrides, provenance,
+                          write_json_atomic, write_table)
+
+_SWEEPABLE: dict[str, "Sweepable"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweepable:
+    """A study the engine can sweep.
+
+    Attributes:
+      name: registry name.
+      summary: one line.
+      config: frozen dataclass of defaults (every field static or numeric).
+      static: fields that fix shapes; one compile per distinct combination.
+      numeric: fields that travel as arrays through ``vmap`` (floats or ints).
+      point: ``point(cfg, values) -> dict[str, Array]``; ``cfg`` is the config with the
+        group's static values (numeric fields hold defaults: do not read them), ``values``
+        maps each numeric field to a traced scalar. Pure JAX.
+      plot: optional ``plot(sweep_dir, fig_dir) -> list[str]``.
+    """
+
+    name: str
+    summary: str
+    config: Any
+    static: tuple[str, ...]
+    numeric: tuple[str, ...]
+    point: Callable
+    plot: Callable | None = None
+
+
+def register_sweepable(name, *, summary, config, static, numeric, point, plot=None):
+    fields = {f.name for f in dataclasses.fields(config)}
+    missing = (set(static) | set(numeric)) - fields
+    if missing:
+        raise ValueError(f"sweepable {name}: unknown fields {sorted(missing)}")
+    _SWEEPABLE[name] = Sweepable(name, summary, config, tuple(static), tuple(numeric), point, plot)
+
+
+def sweepables() -> dict[str, Sweepable]:
+    import molrg.sweeps  # noqa: F401  (registers the built-in studies)
+    return dict(_SWEEPABLE)
+
+
+def point_key(cfg) -> str:
+    """A stable key for a point: a hash of its full config."""
+    blob = json.dumps(_jsonable(cfg), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def expand_grid(sw: Sweepable, grids: dict[str, list], overrides: dict | None = None) -> list:
+    """The cartesian product of ``grids`` over the config (after ``overrides``)."""
+    base = apply_overrides(sw.config, overrides or {})
+    hints = typing.get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base)]
+    axes = []
+    for key, values in grids.items():
+        if key not in names:
+            raise ValueError(f"--grid {key}: unknown config key; known keys: {', '.join(sorted(names))}")
+        if key not in sw.static and key not in sw.numeric:
+            raise ValueError(f"--grid {key}: not sweepable (static: {sw.static}; numeric: {sw.numeric})")
+        if not values:
+            raise ValueError(f"--grid {key}: needs at least one value")
+        parsed = [_parse_value(v, hints[key], key) if isinstance(v, str) else v for v in values]
+        axes.append([(key, v) for v in parsed])
+    points = []
+    for combo in itertools.product(*axes) if axes else [()]:
+        points.append(apply_overrides(base, dict(combo)))  # validates every point first
+    return points
+
+
+def parse_grids(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--grid: expected key=v1,v2,..., got {item!r}")
+        k, v = item.split("=", 1)
+        vals = [s.strip() for s in v.split(",") if s.strip()]
+        if ":" in v and len(vals) == 1 and v.count(":") == 2:  # lo:hi:num (geometric if 'g' suffix)
+            lo, hi, num = v.split(":")
+            geo = num.endswith("g")
+            num_i = int(num.rstrip("g"))
+            arr = np.geomspace(float(lo), float(hi), num_i) if geo else np.linspace(float(lo), float(hi), num_i)
+            vals = [repr(float(a)) for a in arr]
+        out[k.strip()] = vals
+    return out
+
+
+def load_config_file(path: str) -> tuple[dict, dict]:
+    """A sweep from a TOML/JSON file: ``{"set": {...}, "grid": {key: [values]}}``."""
+    if path.endswith(".toml"):
+        import tomllib
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    else:
+        with open(path) as fh:
+            data = json.load(fh)
+    unknown = set(data) - {"set", "grid", "experiment"}
+    if unknown:
+        raise ValueError(f"--config {path}: unknown sections {sorted(unknown)}; use 'set' and 'grid'")
+    grid = {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in data.get("grid", {}).items()}
+    sets = {k: (",".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in data.get("set", {}).items()}
+    return sets, grid
+
+
+def _maybe_init_distributed():
+    if os.environ.get("MOLRG_DISTRIBUTED") == "1" and jax.process_count() == 1:
+        jax.distributed.initialize()
+
+
+def _read_point(path: str):
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        return data if "outputs" in data else None
+    except (OSError, json.JSONDecodeError):
+        return None  # unreadable: recompute (cannot happen with atomic writes, but be safe)
+
+
+def _group_fn(sw: Sweepable, static_cfg, mesh: Mesh):
+    spec = NamedSharding(mesh, PartitionSpec("points"))
+    f = jax.vmap(lambda values: sw.point(static_cfg, values))
+    return jax.jit(f, in_shardings=spec, out_shardings=spec), spec
+
+
+def run_sweep(name: str, grids: dict[str, list], *, overrides: dict | None = None,
+              out_dir: str | None = None, batch_size: int = 256, loop: bool = False,
+              devices=None, verbose: bool = True, on_point_written: Callable | None = None) -> dict:
+    """Runs (or resumes) a sweep; returns ``{"dir", "computed", "skipped", "points"}``.
+
+    Args:
+      name: a registered sweepable.
+      grids: ``{field: [values]}`` (strings are parsed by the field's type).
+      overrides: fixed config changes for every point.
+      out_dir: parent folder; the sweep lives in ``out_dir/sweep-NAME-<hash of grids>``.
+      batch_size: most points per compiled call (results are written after each call).
+      loop: compute point by point in a Python loop (the baseline the benchmark uses).
+      devices: devices for the mesh (default: all).
+    """
+    _maybe_init_distributed()
+    sws = sweepables()
+    if name not in sws:
+        raise ValueError(f"sweep: unknown study {name!r}; known: {', '.join(sorted(sws))}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer; got {batch_size!r}")
+    sw = sws[name]
+    points = expand_grid(sw, grids, overrides)  # validates everything before any work
+    sweep_id = hashlib.sha256(json.dumps({"name": name, "grids": _jsonable(grids),
+                                          "overrides": _jsonable(overrides or {})},
+                                         sort_keys=True).encode()).hexdigest()[:10]
+    root = os.path.abspath(os.path.join(out_dir or "results", f"sweep-{name}-{sweep_id}"))
+    pdir = os.path.join(root, "points")
+    writer = jax.process_index() == 0
+    if writer:
+        os.makedirs(pdir, exist_ok=True)
+    devices = list(devices or jax.devices())
+    mesh = Mesh(np.array(devices), ("points",))
+    t0 = time.perf_counter()
+    if writer:
+        write_json_atomic(os.path.join(root, "manifest.json"), {
+            "study": name, "summary": sw.summary, "grids": grids, "overrides": overrides or {},
+            "num_points": len(points), "static": sw.static, "numeric": sw.numeric,
+            "base_config": apply_overrides(sw.config, overrides or {}),
+            "seeds": sorted({getattr(p, "seed", None) for p in points}, key=str),
+            "devices": [str(d) for d in devices], "process_count": jax.process_count(),
+            "provenance": provenance(), "status": "running",
+        })
+
+    todo, done_rows = [], {}
+    for p in points:
+        key = point_key(p)
+        got = _read_point(os.path.join(pdir, f"{key}.json"))
+        if got is None:
+            todo.append((key, p))
+        else:
+            done_rows[key] = got
+    skipped = len(points) - len(todo)
+    prog = Progress(len(points), f"sweep {name}", enabled=verbose)
+    if skipped:
+        prog.update(skipped, note=f"({skipped} already done)")
+
+    def write_point(key, cfg, outputs):
+        record = {"key": key, "config": _jsonable(cfg),
+                  "outputs": {k: np.asarray(v).tolist() for k, v in outputs.items()}}
+        if writer:
+            write_json_atomic(os.path.join(pdir, f"{key}.json"), record)
+        done_rows[key] = record
+        if on_point_written is not None:
+            on_point_written(key)
+
+    groups: dict[tuple, list] = {}
+    for key, p in todo:
+        groups.setdefault(tuple(_jsonable(getattr(p, s)) for s in sw.static), []).append((key, p))
+
+    computed = 0
+    ndev = len(devices)
+    for _, members in groups.items():
+        static_cfg = members[0][1]
+        if loop:
+            single = jax.jit(lambda values, c=static_cfg: sw.point(c, values))
+            for key, p in members:
+                values = {f: jnp.asarray(getattr(p, f)) for f in sw.numeric}
+                out = jax.tree_util.tree_map(np.asarray, single(values))
+                write_point(key, p, out)
+                computed += 1
+                prog.update(1)
+            continue
+        fn, spec = _group_fn(sw, static_cfg, mesh)
+        step = max(ndev, (batch_size // ndev) * ndev)
+        for start in range(0, len(members), step):
+            chunk = members[start:start + step]
+            pad = (-len(chunk)) % ndev
+            padded = chunk + [chunk[-1]] * pad
+            values = {}
+            for f in sw.numeric:
+                host = np.asarray([getattr(p, f) for _, p in padded])
+                host = host.astype(jax.dtypes.canonicalize_dtype(host.dtype))
+                values[f] = jax.make_array_from_callback(host.shape, spec, lambda idx, h=host: h[idx])
+            out = fn(values)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+                out = multihost_utils.process_allgather(out, tiled=True)
+            out = jax.tree_util.tree_map(np.asarray, out)
+            for i, (key, p) in enumerate(chunk):
+                write_point(key, p, {k: v[i] for k, v in out.items()})
+                computed += 1
+            prog.update(len(chunk))
+
+    rows = []
+    for p in points:
+        rec = done_rows[point_key(p)]
+        row = {"key": rec["key"]}
+        row.update({k: rec["config"][k] for k in list(sw.static) + list(sw.numeric)})
+        for k, v in rec["outputs"].items():
+            if np.ndim(v) == 0:
+                row[k] = v
+        rows.append(row)
+    if writer:
+        tmp = os.path.join(root, ".table.csv.tmp")
+        write_table(tmp, rows)
+        os.replace(tmp, os.path.join(root, "table.csv"))
+        man_path = os.path.join(root, "manifest.json")
+        with open(man_path) as fh:
+            manifest = json.load(fh)
+        manifest.update(status="complete", computed=computed, skipped=skipped,
+                        seconds=time.perf_counter() - t0)
+        write_json_atomic(man_path, manifest)
+    return {"dir": root, "computed": computed, "skipped": skipped, "points": len(points), "rows": rows}
+
+
+def load_points(sweep_dir: str) -> list[dict]:
+    """Every finished point of a sweep folder: ``{"key", "config", "outputs"}`` records."""
+    pdir = os.path.join(sweep_dir, "points")
+    out = []
+    for f in sorted(os.listdir(pdir)):
+        if f.endswith(".json") and not f.startswith("."):
+            rec = _read_point(os.path.join(pdir, f))
+            if rec is not None:
+                out.append(rec)
+    return out
