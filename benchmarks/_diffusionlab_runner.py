@@ -2,9 +2,28 @@
 
 Run with the Python 3.12 venv made by ``benchmarks/setup_diffusionlab_env.sh``::
 
-    .venv-bench-dl/bin/python benchmarks/_diffusionlab_runner.py IN.npz OUT.npz
+    .venv-bench-dl/bin/python benchmarks/_diffusionlab_runner.py IN.npz OUT.npz \
+        [--single-cpu] [--timeout SECONDS]
 
 This script must not import molrg (it runs in a separate venv).
+
+--single-cpu   pin this process to one CPU (before jax is imported), so XLA's
+               CPU intra-op pool has one thread.  Work-around for a jaxlib
+               0.10.2 CPU deadlock, see KNOWN HANG below.
+--timeout S    watchdog (default 900 s): if the whole run takes longer, print a
+               message and exit with status 3 instead of hanging forever.
+
+KNOWN HANG (jaxlib 0.10.2, CPU backend, few cores): in the per-sample-t case
+the batched LAPACK calls inside low_rank_gmm_x0 (gesdd from jnp.linalg.lstsq
+and syevd from jnp.linalg.eigvalsh, each batched over B*K small matrices) are
+independent, so XLA runs them concurrently on its intra-op pool; each one, once
+B*K is large enough, splits its batch via jaxlib's ParallelBatchMap, schedules
+the chunks on the *same* pool and blocks waiting for them.  With a 2-thread
+pool (2-core host) both workers block -> deadlock (all threads in futex wait;
+seen in most runs for (B,n,K,d) = (4096,50,3,5) and (2048,784,10,16) on a
+2-core host; not seen for (B<=2048, n=50, K=3, d=5)).
+The shared-t case is unaffected (its LAPACK calls are batched over K only).
+Use --single-cpu on such hosts, or a host with more cores / a GPU.
 
 It evaluates diffusionlab 3.0.4's closed-form low-rank GMM denoiser
 
@@ -53,24 +72,41 @@ Output .npz
     times_shared_s, times_per_sample_s (n_repeats,)  all timed repeats
     compile_shared_s, compile_per_sample_s  ()  first call (trace+compile+run)
     process            str     canonical process name
-    versions           str     "python=... diffusionlab=... jax=... jaxlib=... numpy=... backend=..."
+    versions           str     "python=... diffusionlab=... jax=... jaxlib=... numpy=... backend=... cpus=N"
+                               (cpus = CPUs in this process's affinity mask)
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import threading
 import time
 from importlib.metadata import version
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from diffusionlab.distributions.gmm.low_rank_gmm import low_rank_gmm_x0
-from diffusionlab.dynamics import (
-    FlowMatchingProcess,
-    VarianceExplodingProcess,
-    VariancePreservingProcess,
-)
+
+# jax / diffusionlab are imported in _import_jax(), after --single-cpu is applied
+# (XLA sizes its CPU thread pool from the process affinity at start-up).
+jax = jnp = low_rank_gmm_x0 = None
+FlowMatchingProcess = VarianceExplodingProcess = VariancePreservingProcess = None
+
+
+def _import_jax():
+    global jax, jnp, low_rank_gmm_x0
+    global FlowMatchingProcess, VarianceExplodingProcess, VariancePreservingProcess
+    import jax as _jax
+    import jax.numpy as _jnp
+    from diffusionlab.distributions.gmm.low_rank_gmm import low_rank_gmm_x0 as _x0
+    from diffusionlab.dynamics import (
+        FlowMatchingProcess as _FM,
+        VarianceExplodingProcess as _VE,
+        VariancePreservingProcess as _VP,
+    )
+
+    jax, jnp, low_rank_gmm_x0 = _jax, _jnp, _x0
+    FlowMatchingProcess, VarianceExplodingProcess, VariancePreservingProcess = _FM, _VE, _VP
 
 _PROCESS_ALIASES = {
     "flow_matching": "flow_matching",
@@ -141,6 +177,7 @@ def main(in_path, out_path):
     x0_shared, med_shared, times_shared, comp_shared = _time_calls(
         f_shared, (x_t, t_shared, means, factors, weights), n_repeats
     )
+    print(f"shared t: median {med_shared * 1e3:.3f} ms", file=sys.stderr, flush=True)
     x0_per, med_per, times_per, comp_per = _time_calls(
         f_per_sample, (x_t, t, means, factors, weights), n_repeats
     )
@@ -158,6 +195,7 @@ def main(in_path, out_path):
             f"jaxlib={version('jaxlib')}",
             f"numpy={np.__version__}",
             f"backend={jax.default_backend()}",
+            f"cpus={len(os.sched_getaffinity(0))}",
         ]
     )
     np.savez(
@@ -185,7 +223,32 @@ def main(in_path, out_path):
     )
 
 
+def _watchdog(seconds):
+    def fire():
+        sys.stderr.write(
+            f"_diffusionlab_runner: no result after {seconds:.0f} s; probably the jaxlib "
+            "CPU LAPACK deadlock described in this file's docstring (KNOWN HANG). "
+            "Re-run with --single-cpu, or on a host with more cores / a GPU.\n"
+        )
+        sys.stderr.flush()
+        os._exit(3)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(f"usage: {sys.argv[0]} IN.npz OUT.npz")
-    main(sys.argv[1], sys.argv[2])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("inp")
+    ap.add_argument("out")
+    ap.add_argument("--single-cpu", action="store_true")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args()
+    if args.single_cpu:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    watchdog = _watchdog(args.timeout)
+    _import_jax()
+    main(args.inp, args.out)
+    watchdog.cancel()

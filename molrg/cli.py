@@ -4,6 +4,7 @@
   molrg run NAME [--quick] [--set k=v ...] [--out DIR] [--fig-dir DIR]
   molrg check [--quick] [--json FILE] [--only NAME ...]
   molrg reproduce [--quick] [--out DIR] [--fig-dir DIR]   checks + every experiment + report
+  molrg sweep STUDY --grid key=v1,v2,... [--grid ...] [--set k=v] [--config FILE] [--out DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +30,25 @@ def _cmd_run(args) -> int:
     from molrg.runner import parse_sets, run_experiment
     run_experiment(args.name, overrides=parse_sets(args.set), quick=args.quick, out_dir=args.out,
                    fig_dir=args.fig_dir)
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from molrg.runner import parse_sets
+    from molrg.sweep import load_config_file, parse_grids, run_sweep, sweepables
+    if args.study == "list":
+        for name, sw in sweepables().items():
+            print(f"{name}: {sw.summary}\n    static: {', '.join(sw.static)}; numeric: {', '.join(sw.numeric)}")
+        return 0
+    sets, grids = {}, {}
+    if args.config:
+        sets, grids = load_config_file(args.config)
+    sets.update(parse_sets(args.set))
+    grids.update(parse_grids(args.grid))
+    res = run_sweep(args.study, grids, overrides=sets, out_dir=args.out, batch_size=args.batch,
+                    loop=args.loop)
+    print(f"sweep {args.study}: {res['points']} points ({res['computed']} computed, "
+          f"{res['skipped']} already done) in {res['dir']}")
     return 0
 
 
@@ -129,10 +149,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--fig-dir", default=None)
     p.add_argument("--only", nargs="*", default=None, help="only these experiments")
+    w = sub.add_parser("sweep", help="run or resume a sweep (STUDY 'list' lists the studies)")
+    w.add_argument("study")
+    w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="values of one axis (or lo:hi:num, lo:hi:numg for a geometric grid)")
+    w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    w.add_argument("--config", default=None, help="TOML/JSON file with [set] and [grid] tables")
+    w.add_argument("--out", default=None, help="parent folder (default ./results)")
+    w.add_argument("--batch", type=int, default=256, help="most points per compiled call")
+    w.add_argument("--loop", action="store_true", help="one point at a time (baseline)")
     args = ap.parse_args(argv)
     try:
         return {"list": _cmd_list, "run": _cmd_run, "check": _cmd_check,
-                "reproduce": _cmd_reproduce}[args.cmd](args)
+                "reproduce": _cmd_reproduce, "sweep": _cmd_sweep}[args.cmd](args)
     except ValueError as exc:
         print(f"molrg: error: {exc}", file=sys.stderr)
         return 2

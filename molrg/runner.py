@@ -74,17 +74,17 @@ def _load_all():
 # ------------------------------------------------------------------------------------------
 # Config overrides
 # ------------------------------------------------------------------------------------------
-def _parse_value(text: str, typ, key: str):
+def _parse_value(text: str, typ, key: str, flag: str = "--set"):
     origin = typing.get_origin(typ)
     if origin is typing.Union or str(origin) == "types.UnionType":
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         if text.lower() in ("none", "null") and len(args) < len(typing.get_args(typ)):
             return None
-        return _parse_value(text, args[0], key)
+        return _parse_value(text, args[0], key, flag)
     if origin in (tuple, list):
         (elem, *rest) = typing.get_args(typ) or (str,)
         parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
-        return tuple(_parse_value(p.strip(), elem, key) for p in parts)
+        return tuple(_parse_value(p.strip(), elem, key, flag) for p in parts)
     try:
         if typ is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -98,7 +98,7 @@ def _parse_value(text: str, typ, key: str):
             return float(text)
         return typ(text)
     except (TypeError, ValueError):
-        raise ValueError(f"--set {key}: cannot read {text!r} as {getattr(typ, '__name__', typ)}") from None
+        raise ValueError(f"{flag} {key}: cannot read {text!r} as {getattr(typ, '__name__', typ)}") from None
 
 
 def apply_overrides(cfg, overrides: dict[str, Any]):

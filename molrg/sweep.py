@@ -102,7 +102,7 @@ def expand_grid(sw: Sweepable, grids: dict[str, list], overrides: dict | None = 
             raise ValueError(f"--grid {key}: not sweepable (static: {sw.static}; numeric: {sw.numeric})")
         if not values:
             raise ValueError(f"--grid {key}: needs at least one value")
-        parsed = [_parse_value(v, hints[key], key) if isinstance(v, str) else v for v in values]
+        parsed = [_parse_value(v, hints[key], key, "--grid") if isinstance(v, str) else v for v in values]
         axes.append([(key, v) for v in parsed])
     points = []
     for combo in itertools.product(*axes) if axes else [()]:

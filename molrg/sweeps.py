@@ -53,7 +53,7 @@ def _optimal_point(cfg: OptimalSNRConfig, v):
     xh, post = molrg.denoise(mix, xt, v["sigma"], return_posterior=True)
     return {"snr": metrics.snr(xh, labels, mix),
             "mse": jnp.mean(jnp.sum((xh - x0) ** 2, axis=1)),
-            "bayes_accuracy": jnp.mean((jnp.argmax(post, axis=1) == labels).astype(xh.dtype))}
+            "bayes_accuracy": jnp.mean((jnp.argmax(post, axis=1).astype(labels.dtype) == labels).astype(xh.dtype))}
 
 
 register_sweepable("optimal_snr", summary="SNR of the exact optimal denoiser, by sampling",

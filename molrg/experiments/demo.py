@@ -52,7 +52,7 @@ def run(cfg: DemoConfig, verbose: bool = True) -> Results:
         emp = molrg.empirical_denoise(train, xt, sigma)
         mse = lambda a: float(jnp.mean(jnp.sum((a - x0) ** 2, axis=1)))  # noqa: E731
         rows.append({"sigma": sigma, "mse_exact": mse(exact), "mse_empirical": mse(emp),
-                     "mse_identity": mse(xt), "bayes_accuracy": float(jnp.mean(jnp.argmax(post, 1) == labels))})
+                     "mse_identity": mse(xt), "bayes_accuracy": float(jnp.mean(jnp.argmax(post, 1).astype(labels.dtype) == labels))})
         prog.update(1)
     if verbose:
         print("   sigma   MSE exact   MSE empirical   Bayes acc")

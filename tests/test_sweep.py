@@ -1,0 +1,123 @@
+"""The sweep engine: grouping, sharding over virtual devices, atomic resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from molrg.sweep import expand_grid, load_points, parse_grids, point_key, run_sweep, sweepables
+
+SMALL = {"num_samples": 64, "n": 12, "K": 2, "d": 3}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_grid_expansion_and_validation():
+    sw = sweepables()["optimal_snr"]
+    pts = expand_grid(sw, parse_grids(["sigma=0.1,1", "delta=0.1,0.2,0.3"]), SMALL)
+    assert len(pts) == 6 and len({point_key(p) for p in pts}) == 6
+    assert parse_grids(["sigma=0.01:1:3g"])["sigma"] == [repr(0.01), repr(0.1), repr(1.0)]
+    with pytest.raises(ValueError, match="--grid bogus: unknown config key"):
+        expand_grid(sw, {"bogus": ["1"]})
+    with pytest.raises(ValueError, match="--grid sigma: needs at least one value"):
+        expand_grid(sw, {"sigma": []})
+    with pytest.raises(ValueError, match="--grid sigma: cannot read 'x' as float"):
+        expand_grid(sw, {"sigma": ["x"]})
+    with pytest.raises(ValueError, match="sigma: must be > 0"):
+        expand_grid(sw, {"sigma": ["-1"]})
+    with pytest.raises(ValueError, match="d: need K \\* d <= n"):
+        expand_grid(sw, {"d": ["20"]}, SMALL)
+    with pytest.raises(ValueError, match="sweep: unknown study"):
+        run_sweep("nope", {})
+
+
+def test_grouped_vmapped_equals_loop_and_resumes(tmp_path):
+    grids = parse_grids(["sigma=0.05,0.5,5", "seed=0,1", "d=2,3"])  # two static groups
+    a = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path / "a"), verbose=False)
+    assert a["computed"] == 12 and a["skipped"] == 0
+    b = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path / "b"), loop=True,
+                  verbose=False)
+    snr_a = np.array([r["snr"] for r in a["rows"]])
+    snr_b = np.array([r["snr"] for r in b["rows"]])
+    np.testing.assert_allclose(snr_a, snr_b, rtol=1e-9)
+    again = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path / "a"), verbose=False)
+    assert again["computed"] == 0 and again["skipped"] == 12
+    man = json.load(open(os.path.join(a["dir"], "manifest.json")))
+    assert man["status"] == "complete" and man["num_points"] == 12 and man["provenance"]["jax"]
+    assert len(load_points(a["dir"])) == 12
+    assert os.path.exists(os.path.join(a["dir"], "table.csv"))
+
+
+def _run_py(code, env_extra=None, timeout=300):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+def test_sharded_over_virtual_devices_matches_one_device(tmp_path):
+    code = f"""
+        import json, jax, molrg
+        from molrg.sweep import run_sweep, parse_grids
+        jax.config.update("jax_enable_x64", True)
+        assert len(jax.devices()) == 4, jax.devices()
+        grids = parse_grids(["sigma=0.05,0.5,5", "seed=0,1,2"])   # 9 points: padded to 12
+        r = run_sweep("optimal_snr", grids, overrides={SMALL!r}, out_dir={str(tmp_path)!r} + "/four",
+                      verbose=False)
+        one = run_sweep("optimal_snr", grids, overrides={SMALL!r}, out_dir={str(tmp_path)!r} + "/one",
+                        devices=jax.devices()[:1], verbose=False)
+        print(json.dumps([[x["snr"] for x in r["rows"]], [x["snr"] for x in one["rows"]]]))
+    """
+    res = _run_py(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    four, one = json.loads(res.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(four, one, rtol=1e-12)
+    man = json.load(open(next(p for p in (tmp_path / "four").glob("sweep-*/manifest.json"))))
+    assert len(man["devices"]) == 4
+
+
+def test_kill_midway_then_resume_recomputes_nothing_finished(tmp_path):
+    out = str(tmp_path / "killed")
+    code = f"""
+        import os, time, jax, molrg
+        from molrg.sweep import run_sweep, parse_grids
+        jax.config.update("jax_enable_x64", True)
+        def slow(key):
+            print("WROTE", key, flush=True)
+            time.sleep(0.3)
+        run_sweep("optimal_snr", parse_grids(["sigma=0.05,0.5,5", "seed=0,1,2,3"]),
+                  overrides={SMALL!r}, out_dir={out!r}, batch_size=1, verbose=False,
+                  on_point_written=slow)
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    written = []
+    deadline = time.time() + 240
+    while len(written) < 4 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("WROTE"):
+            written.append(line.split()[1])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(written) >= 4
+    sweep_dir = next(p for p in os.listdir(out) if p.startswith("sweep-"))
+    files = os.listdir(os.path.join(out, sweep_dir, "points"))
+    assert all(f.endswith(".json") for f in files)  # no temp or partial files left visible
+    done_before = {f[:-5] for f in files if not f.startswith(".")}
+    assert set(written) <= done_before and len(done_before) < 12
+    for f in done_before:  # every finished file is complete JSON
+        json.load(open(os.path.join(out, sweep_dir, "points", f + ".json")))
+    import jax
+    with jax.enable_x64(True):
+        res = run_sweep("optimal_snr", parse_grids(["sigma=0.05,0.5,5", "seed=0,1,2,3"]),
+                        overrides=SMALL, out_dir=out, verbose=False)
+    assert res["skipped"] == len(done_before) and res["computed"] == 12 - len(done_before)
+    full = run_sweep("optimal_snr", parse_grids(["sigma=0.05,0.5,5", "seed=0,1,2,3"]),
+                     overrides=SMALL, out_dir=str(tmp_path / "clean"), verbose=False)
+    np.testing.assert_allclose([r["snr"] for r in res["rows"]], [r["snr"] for r in full["rows"]],
+                               rtol=1e-12)
