@@ -246,3 +246,20 @@ def test_bad_inputs_raise_named_errors(fn):
         fn(mix, x, 0.5, -1.0)
     with pytest.raises(ValueError, match="mix: must be a molrg.MoLRG"):
         fn("not a mixture", x, 0.5)
+
+
+def test_static_noiseless_path_equals_traced_noise_path():
+    """eta == 0 known statically skips the ambient term; a traced eta (vmap) must agree."""
+    mix = MIXTURES["orthogonal"]
+    assert mix.noiseless
+    _, _, xt = _noisy(mix, 5, 0.3, 0.8)
+    by_noise = jax.vmap(lambda e: molrg.denoise(mix.replace(noise=e), xt, 0.3, 0.8))(jnp.asarray([0.0, 0.2]))
+    assert not mix.replace(noise=0.2).noiseless
+    np.testing.assert_allclose(by_noise[0], molrg.denoise(mix, xt, 0.3, 0.8), rtol=1e-12)
+    _, ref = dense_posterior_and_denoise(mix.replace(noise=0.2), xt, 0.3, 0.8)
+    assert _rel(by_noise[1], ref) < 1e-9
+    # a mixture built inside jit from a traced key keeps the orthogonal fast path
+    f = jax.jit(lambda k: molrg.random_molrg(k, n=10, K=2, d=3, delta=0.2).stacked_bases)
+    U = f(jax.random.key(3))
+    built = molrg.MoLRG([U[:, :3], U[:, 3:]], delta=0.2)
+    assert built.structure == "orthogonal"
