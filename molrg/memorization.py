@@ -1,0 +1,452 @@
+"""Generalisation and memorisation measures for generated samples (THEORY section 7).
+
+* :func:`nearest_neighbors`, :func:`copy_fraction` -- distance of each generated sample
+  to its nearest and second-nearest training point, and the fraction of samples that
+  copy a training point: ``d_1 < ratio * d_2`` (the criterion of Yoon et al. 2023 and
+  Gu et al. 2023, ``ratio = 1/3``). The training set is streamed in chunks with a
+  running top-2 (``-2 x.y + ||y||^2`` by one matrix product per chunk), so memory is
+  ``O(B * chunk_size + B n)`` whatever N is. The two selected distances are then
+  recomputed directly as ``||x - y_i||``: the expanded form loses all digits of a
+  distance much smaller than ``||x||`` (a copy!), the direct one does not.
+* :func:`distance_to_union` -- distance to the nearest class affine subspace
+  ``mu_k + span(U_k)``: ``min_k ||r_k - U_k (U_k^T r_k)||``, ``r_k = x - mu_k``
+  (never an ``n x n`` projector; the residual is formed explicitly so that small
+  distances keep their digits).
+* :func:`mixture_log_likelihood` -- the normalised log density of the MoLRG itself, or
+  of its noisy version ``x_t = s (x_0 + sigma eps)``, by the frame/Woodbury route of
+  :mod:`molrg.posterior`.
+* :func:`subspace_recovery_error` -- how far estimated class subspaces are from the
+  true ones after matching blocks (host side: NumPy/SciPy).
+
+The array functions are pure, batch-native and ``jit``/``vmap``-friendly; input checks
+run eagerly (shape checks always, value checks only on concrete values).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from molrg._checks import check_finite, check_points, fail, is_concrete
+from molrg.mixture import MoLRG, geometry
+
+Array = jax.Array
+
+__all__ = [
+    "NearestNeighbors",
+    "SubspaceRecovery",
+    "SINGULAR_SIGMA",
+    "nearest_neighbors",
+    "copy_fraction",
+    "distance_to_union",
+    "mixture_log_likelihood",
+    "subspace_recovery_error",
+]
+
+#: The noise level :func:`mixture_log_likelihood` uses by default when the MoLRG has no
+#: ambient noise (``noise = 0``), where the density of ``x_0`` itself is singular.
+SINGULAR_SIGMA = 1e-3
+
+
+def _float(name: str, x, ndim: int) -> Array:
+    if np.ndim(x) != ndim:
+        fail(name, f"must be {ndim}-D; got shape {np.shape(x)}")
+    check_finite(name, x)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    return x
+
+
+def _check_mix(mix) -> None:
+    if not isinstance(mix, MoLRG):
+        fail("mix", f"must be a molrg.MoLRG; got {type(mix).__name__}")
+
+
+# ------------------------------------------------------------------------------------------
+# Nearest neighbours in the training set.
+# ------------------------------------------------------------------------------------------
+class NearestNeighbors(NamedTuple):
+    """Nearest and second-nearest training points of each sample.
+
+    Attributes:
+      distance: ``(B,)`` Euclidean distance to the nearest training point.
+      second_distance: ``(B,)`` distance to the second nearest (another index).
+      index: ``(B,)`` int32 index of the nearest training point.
+    """
+
+    distance: Array
+    second_distance: Array
+    index: Array
+
+
+def _smallest_two(scores, idx):
+    """The two smallest ``scores`` (B, m) per row, with their ``idx`` (B, m) entries."""
+    neg, pos = lax.top_k(-scores, 2)
+    return -neg, jnp.take_along_axis(idx, pos, axis=1)
+
+
+def _chunk_top2(x, carry, Y, offset):
+    """Merges the two nearest points of chunk ``Y`` (C, n) into the running top-2."""
+    best, best_idx = carry
+    # ||x - y||^2 less the common ||x||^2: one matrix product per chunk.
+    scores = jnp.sum(Y * Y, axis=-1)[None, :] - 2.0 * (x @ Y.T)  # (B, C)
+    cols = offset + jnp.arange(Y.shape[0], dtype=jnp.int32)
+    idx = jnp.broadcast_to(cols[None, :], scores.shape)
+    if Y.shape[0] >= 2:
+        scores, idx = _smallest_two(scores, idx)
+    return _smallest_two(jnp.concatenate([best, scores], axis=1),
+                         jnp.concatenate([best_idx, idx], axis=1))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _nearest(train, x, chunk_size):
+    N = train.shape[0]
+    B = x.shape[0]
+    carry = (jnp.full((B, 2), jnp.inf, x.dtype), jnp.zeros((B, 2), jnp.int32))
+    chunk = min(chunk_size, N)
+    full = N // chunk
+
+    def body(i, carry):
+        start = i * chunk
+        Y = lax.dynamic_slice_in_dim(train, start, chunk, axis=0)
+        return _chunk_top2(x, carry, Y, start.astype(jnp.int32))
+
+    carry = lax.fori_loop(0, full, body, carry)
+    if N % chunk:
+        carry = _chunk_top2(x, carry, train[full * chunk:], jnp.int32(full * chunk))
+    _, idx = carry
+    # Exact distances of the two selected points (see the module docstring).
+    dist = jnp.sqrt(jnp.sum(jnp.square(x[:, None, :] - train[idx]), axis=-1))  # (B, 2)
+    swap = dist[:, 1] < dist[:, 0]  # recomputation can reorder near-ties
+    first = jnp.where(swap, dist[:, 1], dist[:, 0])
+    second = jnp.where(swap, dist[:, 0], dist[:, 1])
+    index = jnp.where(swap, idx[:, 1], idx[:, 0])
+    return NearestNeighbors(first, second, index)
+
+
+def _check_pair(samples, train, chunk_size):
+    train = _float("train", train, 2)
+    N, n = train.shape
+    if N < 2:
+        fail("train", f"needs at least 2 points (for the second-nearest distance); got N = {N}")
+    check_points("samples", samples, n)
+    samples = jnp.asarray(samples)
+    if not jnp.issubdtype(samples.dtype, jnp.floating):
+        samples = samples.astype(train.dtype)
+    if samples.dtype != train.dtype:
+        fail("samples", f"must have the dtype of train ({train.dtype}); got {samples.dtype}")
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        fail("chunk_size", f"must be a positive integer; got {chunk_size!r}")
+    return samples, train
+
+
+def nearest_neighbors(samples, train, *, chunk_size: int = 1024) -> NearestNeighbors:
+    """Nearest and second-nearest training points of each sample, streamed over ``train``.
+
+    Args:
+      samples: ``(..., n)`` generated points.
+      train: ``(N, n)`` training points, ``N >= 2``, same dtype.
+      chunk_size: training points per chunk; memory is ``O(B * chunk_size)``.
+
+    Returns:
+      :class:`NearestNeighbors` with arrays of shape ``samples.shape[:-1]``.
+    """
+    samples, train = _check_pair(samples, train, chunk_size)
+    batch = samples.shape[:-1]
+    out = _nearest(train, samples.reshape(-1, train.shape[1]), int(chunk_size))
+    return NearestNeighbors(*(a.reshape(batch) for a in out))
+
+
+def copy_fraction(samples, train, ratio=1.0 / 3.0, *, chunk_size: int = 1024) -> Array:
+    """Fraction of samples that copy a training point: ``d_1 < ratio * d_2``.
+
+    ``d_1``, ``d_2`` are the distances to the nearest and second-nearest training point
+    (:func:`nearest_neighbors`); a copy sits much closer to one training point than to
+    any other. ``ratio = 1/3`` is the threshold of Yoon et al. (2023).
+
+    Args:
+      samples: ``(..., n)`` generated points.
+      train: ``(N, n)`` training points.
+      ratio: threshold in ``(0, 1]``, a scalar (traceable).
+      chunk_size: as in :func:`nearest_neighbors`.
+
+    Returns:
+      A scalar in ``[0, 1]``.
+    """
+    if np.shape(ratio) != ():
+        fail("ratio", f"must be a scalar; got shape {np.shape(ratio)}")
+    if is_concrete(ratio) and not (0.0 < float(np.asarray(ratio)) <= 1.0):
+        fail("ratio", f"must lie in (0, 1]; got {float(np.asarray(ratio)):g}")
+    nn = nearest_neighbors(samples, train, chunk_size=chunk_size)
+    ratio = jnp.asarray(ratio, nn.distance.dtype)
+    return jnp.mean((nn.distance < ratio * nn.second_distance).astype(nn.distance.dtype))
+
+
+# ------------------------------------------------------------------------------------------
+# Distances and densities under the mixture.
+# ------------------------------------------------------------------------------------------
+def distance_to_union(samples, mix: MoLRG, *, return_class: bool = False):
+    """Distance to the nearest class affine subspace ``mu_k + span(U_k)``.
+
+    ``dist(x) = min_k ||(x - mu_k) - U_k U_k^T (x - mu_k)||``, computed with ``U_k^T``
+    products (``O(B n sum_k d_k)``, never an ``n x n`` projector). It ignores the
+    ``delta`` and ``eta`` parts of the model: it measures how far a sample is from the
+    union of the class subspaces.
+
+    Args:
+      samples: ``(..., n)`` points.
+      mix: the mixture.
+      return_class: also return the index of the nearest subspace.
+
+    Returns:
+      ``samples.shape[:-1]`` distances (and int32 nearest classes).
+    """
+    _check_mix(mix)
+    check_points("samples", samples, mix.n)
+    x = jnp.asarray(samples)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    batch = x.shape[:-1]
+    dist = _union_distances(mix, x.reshape(-1, mix.n))
+    out = jnp.min(dist, axis=-1).reshape(batch)
+    if return_class:
+        return out, jnp.argmin(dist, axis=-1).astype(jnp.int32).reshape(batch)
+    return out
+
+
+@jax.jit
+def _union_distances(mix, x):
+    dists = []
+    for k, U in enumerate(mix.bases):
+        U = U.astype(x.dtype)
+        r = x if mix.means is None else x - mix.means[k].astype(x.dtype)[None, :]
+        resid = r - (r @ U) @ U.T
+        dists.append(jnp.sqrt(jnp.sum(resid * resid, axis=-1)))
+    return jnp.stack(dists, axis=-1)  # (B, K)
+
+
+def _noise_level(name, value, batch, allow_zero):
+    shape = np.shape(value)
+    if shape != () and shape != tuple(batch):
+        fail(name, f"must be a scalar or have one value per sample, shape {tuple(batch)}; "
+             f"got shape {shape}")
+    if is_concrete(value):
+        arr = np.asarray(value, np.float64)
+        if not np.all(np.isfinite(arr)):
+            fail(name, "must be finite (found NaN or inf)")
+        if allow_zero and np.any(arr < 0):
+            fail(name, f"must be >= 0 (found {arr.min():g})")
+        if not allow_zero and np.any(arr <= 0):
+            fail(name, f"must be > 0 (found {arr.min():g})")
+
+
+def mixture_log_likelihood(samples, mix: MoLRG, sigma=None, scale=1.0) -> Array:
+    """Normalised log density of the MoLRG, ``log p(x)``, or of its noisy version.
+
+    ``x ~ sum_k pi_k N(s mu_k, s^2 (Sigma_k + sigma^2 I))`` (``x = s (x_0 + sigma eps)``,
+    THEORY section 3); ``sigma = 0, s = 1`` is the data distribution itself. With the
+    frame ``W`` (n x r) of :func:`molrg.mixture.geometry`, ``y = x / s``, ``z = W^T y``,
+    ``c = eta^2 + sigma^2`` and class k's eigen-coordinates ``u_k = Q_k^T (z - W^T mu_k)``
+    with group variances ``v_kg`` (sizes ``n_g``) and energies ``E_kg``,
+
+        log p(x) = logsumexp_k [log pi_k - 1/2 sum_g n_g log1p(v_kg / c) - 1/2 sum_g E_kg / (v_kg + c)]
+                   - n/2 log(2 pi c) - ||y - W z||^2 / (2 c) - n log s
+
+    (Woodbury and the determinant lemma in the frame; outside it every class has
+    covariance ``c I``). Never an ``n x n`` matrix.
+
+    The density of ``x_0`` is singular when ``eta = 0`` (the data lie in a union of
+    subspaces); then ``sigma`` defaults to :data:`SINGULAR_SIGMA` ``= 1e-3``, i.e. the
+    log density of the slightly noised ``x_0 + 1e-3 eps``, finite and comparable
+    between sample sets (a point off the subspaces by distance ``r`` loses about
+    ``r^2 / (2 * 1e-6)`` nats).
+
+    Args:
+      samples: ``(..., n)`` points.
+      mix: the mixture.
+      sigma: noise level ``>= 0``, a scalar or one per sample; None: 0 when the mixture
+        has ambient noise (``noise > 0`` or traced), else :data:`SINGULAR_SIGMA`.
+        ``eta^2 + sigma^2`` must be > 0.
+      scale: ``s > 0``, a scalar or one per sample.
+
+    Returns:
+      ``samples.shape[:-1]`` log densities (nats), in the samples' dtype.
+    """
+    _check_mix(mix)
+    check_points("samples", samples, mix.n)
+    batch = tuple(np.shape(samples)[:-1])
+    if sigma is None:
+        sigma = SINGULAR_SIGMA if mix.noiseless else 0.0
+    _noise_level("sigma", sigma, batch, allow_zero=True)
+    _noise_level("scale", scale, batch, allow_zero=False)
+    if is_concrete(sigma, mix.noise):
+        c = float(np.asarray(mix.noise)) ** 2 + np.asarray(sigma, np.float64) ** 2
+        if np.any(c <= 0):
+            fail("sigma", "must be > 0 when the mixture has no ambient noise (noise = 0): the "
+                 f"density of x_0 is singular there; use e.g. sigma = {SINGULAR_SIGMA}")
+    x = jnp.asarray(samples)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    dtype = x.dtype
+
+    def per_sample(v):
+        v = jnp.asarray(v, dtype)
+        return v if v.ndim == 0 else v.reshape(-1)
+
+    out = _log_likelihood(mix, x.reshape(-1, mix.n), per_sample(sigma), per_sample(scale))
+    return out.reshape(batch)
+
+
+@jax.jit
+def _log_likelihood(mix, x, sigma, scale):
+    dtype = x.dtype
+    W, Q, v, sizes, m = geometry(mix, dtype)
+    col = (lambda a: a) if scale.ndim == 0 else (lambda a: a[:, None])
+    y = x / col(scale)
+    z = y @ W  # (B, r)
+    outside = y - z @ W.T  # the part of y outside the frame, formed explicitly
+    out_energy = jnp.sum(outside * outside, axis=-1)  # (B,)
+
+    c = jnp.square(mix.noise.astype(dtype)) + jnp.square(sigma)  # () or (B,)
+    coords = z[:, None, :] if m is None else z[:, None, :] - m.astype(dtype)[None, :, :]
+    if Q is not None:
+        coords = jnp.einsum("bkr,krs->bks", coords, Q.astype(dtype))
+    r = W.shape[1]
+    G = len(sizes)
+    groups = np.zeros((r, G))
+    groups[np.arange(r), np.repeat(np.arange(G), sizes)] = 1.0
+    energy = (coords * coords) @ jnp.asarray(groups, dtype)  # (B, 1 or K, G)
+
+    v = v.astype(dtype)[None]  # (1, K, G)
+    cc = c if c.ndim == 0 else c[:, None, None]
+    n_g = jnp.asarray(np.asarray(sizes), dtype)[None, None, :]
+    logdet = jnp.sum(n_g * jnp.log1p(v / cc), axis=-1)  # (1 or B, K), less n log c
+    quad = jnp.sum(energy / (v + cc), axis=-1)  # (B, K)
+    comp = jnp.log(mix.weights.astype(dtype))[None, :] - 0.5 * logdet - 0.5 * quad
+    n = mix.n
+    common = (-0.5 * n * jnp.log(2.0 * jnp.pi * c) - 0.5 * out_energy / c
+              - n * jnp.log(scale))
+    return jax.nn.logsumexp(comp, axis=-1) + common
+
+
+# ------------------------------------------------------------------------------------------
+# Subspace recovery (host side).
+# ------------------------------------------------------------------------------------------
+class SubspaceRecovery(NamedTuple):
+    """Estimated class subspaces against the true ones, after matching blocks.
+
+    Attributes:
+      error: ``sqrt(sum_l ||P^_match[l] - P*_l||_F^2)``, minimised over matchings.
+      block_errors: ``(K,)`` ``||P^_match[l] - P*_l||_F`` per true block l.
+      match: ``(K,)`` the estimated block matched to true block l.
+      angles: tuple of K arrays: principal angles (radians, ascending) between true
+        block l and its match, ``min(d^, d)`` of them.
+    """
+
+    error: float
+    block_errors: np.ndarray
+    match: np.ndarray
+    angles: tuple
+
+
+def _as_blocks(name: str, blocks) -> list[np.ndarray]:
+    if isinstance(blocks, MoLRG):
+        return [np.asarray(b, np.float64) for b in blocks.bases]
+    if isinstance(blocks, (list, tuple)):
+        out = [np.asarray(b, np.float64) for b in blocks]
+    else:
+        arr = np.asarray(blocks, np.float64)
+        if arr.ndim != 3:
+            fail(name, f"must be a (K, n, d) array or a sequence of (n, d_k) arrays; got shape "
+                 f"{arr.shape}")
+        out = list(arr)
+    if not out:
+        fail(name, "must hold at least one block")
+    n = out[0].shape[0] if out[0].ndim == 2 else None
+    for k, b in enumerate(out):
+        if b.ndim != 2 or b.shape[0] != n or not 1 <= b.shape[1] <= n:
+            fail(name, f"block {k} must have shape (n, d_k) with n = {n}, 1 <= d_k <= n; got "
+                 f"{b.shape}")
+        if not np.all(np.isfinite(b)):
+            fail(name, f"block {k} contains non-finite values")
+    return out
+
+
+def _orthonormal(name: str, k: int, b: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of span(b) (b must have full column rank)."""
+    u, s, _ = np.linalg.svd(b, full_matrices=False)
+    if s[-1] <= 1e-6 * s[0]:
+        fail(name, f"block {k} must have full column rank (singular values {s[0]:.3g} .. {s[-1]:.3g})")
+    return u
+
+
+def _principal_sines_cosines(A: np.ndarray, B: np.ndarray):
+    """Principal angles of orthonormal A (n, p), B (n, q): ascending, min(p, q) of them.
+
+    Cosines are the singular values of ``A^T B``; sines those of the residual of the
+    smaller basis off the larger one (accurate for small angles, where arccos is not).
+    """
+    cos = np.clip(np.linalg.svd(A.T @ B, compute_uv=False), 0.0, 1.0)  # descending
+    small, large = (A, B) if A.shape[1] <= B.shape[1] else (B, A)
+    resid = small - large @ (large.T @ small)
+    sin = np.clip(np.sort(np.linalg.svd(resid, compute_uv=False)), 0.0, 1.0)  # ascending
+    m = min(A.shape[1], B.shape[1])
+    cos = cos[:m]
+    angles = np.where(cos * cos >= 0.5, np.arcsin(sin[:m]), np.arccos(cos))
+    return angles, sin[:m]
+
+
+def subspace_recovery_error(bases_hat, mix) -> SubspaceRecovery:
+    """Distance of estimated class subspaces from the true ones, after matching blocks.
+
+    For estimated block i and true block l, ``||P^_i - P*_l||_F^2 = |d^_i - d_l| + 2 sum_j
+    sin^2(theta_j)`` over their principal angles ``theta_j`` (sines from the residual
+    ``U^_i - U*_l (U*_l^T U^_i)``, so small errors keep their digits; never an ``n x n``
+    projector). Blocks are matched by the assignment minimising the total squared error
+    (``scipy.optimize.linear_sum_assignment``), the convention of
+    :func:`molrg.training.subspace_error`. Host side (NumPy float64); not traceable.
+
+    Args:
+      bases_hat: K estimated bases: a ``(K, n, d)`` array or a sequence of ``(n, d_k)``
+        arrays of full column rank (their spans are compared; columns need not be
+        orthonormal).
+      mix: the true mixture (a :class:`MoLRG`) or its K bases in the same forms.
+
+    Returns:
+      :class:`SubspaceRecovery`.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    est = _as_blocks("bases_hat", bases_hat)
+    true = _as_blocks("mix", mix)
+    if len(est) != len(true):
+        fail("bases_hat", f"must hold one block per true class (K = {len(true)}); got {len(est)}")
+    if est[0].shape[0] != true[0].shape[0]:
+        fail("bases_hat", f"blocks must have n = {true[0].shape[0]} rows; got {est[0].shape[0]}")
+    est = [_orthonormal("bases_hat", k, b) for k, b in enumerate(est)]
+    true = [_orthonormal("mix", k, b) for k, b in enumerate(true)]
+    K = len(true)
+    cost = np.empty((K, K))
+    angles = {}
+    for i in range(K):
+        for l in range(K):
+            ang, sin = _principal_sines_cosines(est[i], true[l])
+            angles[i, l] = ang
+            cost[i, l] = abs(est[i].shape[1] - true[l].shape[1]) + 2.0 * np.sum(sin * sin)
+    rows, cols = linear_sum_assignment(cost)
+    match = np.empty(K, np.int64)
+    match[cols] = rows
+    block_sq = cost[match, np.arange(K)]
+    return SubspaceRecovery(
+        error=math.sqrt(float(block_sq.sum())),
+        block_errors=np.sqrt(block_sq),
+        match=match,
+        angles=tuple(angles[int(match[l]), l] for l in range(K)),
+    )
