@@ -30,6 +30,7 @@ Feature taps (``return_features=True``) are named per network, see each class.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -80,6 +81,12 @@ def _prepare(n: int, params_dtype, x_t, sigma, scale):
     return x, per_sample(sigma), per_sample(scale), batch_shape, dtype
 
 
+def _normal(key, shape, dtype):
+    # Drawn flat and reshaped: XLA on CPU compiles multi-dimensional threefry draws
+    # several times slower than flat ones.
+    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+
+
 def _col(v: Array) -> Array:
     """A per-sample (B,) value as a (B, 1) column; scalars stay scalars."""
     return v if v.ndim == 0 else v[:, None]
@@ -91,6 +98,13 @@ def _unflatten(batch_shape, out, features):
         return out
     features = {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in features.items()}
     return out, features
+
+
+@functools.partial(jax.jit, static_argnames=("net", "features"))
+def _forward(net, params, x, sigma, scale, features):
+    """Each network's maths as one compiled program (validation happens outside), so
+    eager calls compile once per shape instead of dispatching op by op."""
+    return net._forward(params, x, sigma, scale, features)
 
 
 def _check_leaf(name: str, params, key: str, shape: tuple) -> Array:
@@ -135,8 +149,9 @@ def polar(a: Array) -> Array:
 
     ``U`` is the orthonormal matrix nearest to ``A`` in Frobenius norm; it is invariant
     to ``A -> c A`` and equivariant to rotations on either side
-    (``polar(Q A R) = Q polar(A) R``). Differentiable everywhere ``A`` has full rank,
-    including at orthonormal ``A`` (custom JVP, see ``_inv_sqrt_spd``). Cost: one
+    (``polar(Q A R) = Q polar(A) R``). First derivatives are exact wherever ``A`` has
+    full rank, including at orthonormal ``A`` (custom JVP, see ``_inv_sqrt_spd``);
+    second derivatives are not supported at repeated singular values. Cost: one
     ``(r, r)`` eigendecomposition plus ``O(n r^2)``.
     """
     if np.ndim(a) != 2 or np.shape(a)[1] > np.shape(a)[0]:
@@ -166,7 +181,7 @@ def _init_frame(key, n, r, bases, dtype):
         return a
     dtype = dtype or jnp.zeros((), dtype=float).dtype
     # Gaussian A: its polar factor is Haar-distributed on the Stiefel manifold.
-    return jax.random.normal(key, (n, r), dtype) / math.sqrt(n)
+    return _normal(key, (n, r), dtype) / math.sqrt(n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +217,12 @@ class LowRankDenoiser:
 
     Feature taps: ``"blocks"`` ``(B, K, d)`` = ``U_l^T y``; ``"posterior"`` ``(B, K)`` = w;
     ``"h"`` ``(B, K d)`` = ``D U^T y`` (the representation of P1; output is ``U h``).
+
+    Training note (measured, see tests/test_training.py): from random starts gradient
+    training finds the stacked span ``span(U*)`` but often stalls with some directions
+    in the wrong block (a local minimum of the population loss; matched subspace error
+    ``~ 2 sqrt(m)`` for m misplaced directions). In P1's Fig. 3 setting none of 8 seeds
+    recovered the blocks in 15,000 Adam steps.
 
     Attributes:
       n: ambient dimension.
@@ -251,16 +272,21 @@ class LowRankDenoiser:
 
     def _delta(self, params, dtype):
         if self.learn_delta:
-            _check_leaf("params", params, "log_delta", ())
             return jnp.exp(params["log_delta"])
         return jnp.asarray(self.delta, dtype)
 
     def apply(self, params, x_t, sigma, scale=1.0, *, return_features: bool = False):
         """``x_0`` estimate ``(..., n)`` [and the feature dict]; see the class docstring."""
         a = _check_leaf("params", params, "A", (self.n, self.K * self.d))
-        x, sig, sc, batch, dtype = _prepare(self.n, jnp.asarray(a).dtype, x_t, sigma, scale)
-        u = polar(a)
-        delta2 = jnp.square(self._delta(params, dtype))
+        if self.learn_delta:
+            _check_leaf("params", params, "log_delta", ())
+        x, sig, sc, batch, _ = _prepare(self.n, jnp.asarray(a).dtype, x_t, sigma, scale)
+        out, feats = _forward(self, params, x, sig, sc, return_features)
+        return _unflatten(batch, out, feats)
+
+    def _forward(self, params, x, sig, sc, return_features):
+        u = polar(params["A"])
+        delta2 = jnp.square(self._delta(params, x.dtype))
         y = x / _col(sc)
         coords = y @ u  # (B, K d)
         blocks = coords.reshape(-1, self.K, self.d)
@@ -273,8 +299,7 @@ class LowRankDenoiser:
         beta = xi + (zeta - xi) * w  # (B, K)
         h = (beta[:, :, None] * blocks).reshape(-1, self.K * self.d)
         out = h @ u.T
-        feats = {"blocks": blocks, "posterior": w, "h": h} if return_features else None
-        return _unflatten(batch, out, feats)
+        return out, ({"blocks": blocks, "posterior": w, "h": h} if return_features else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +343,11 @@ class SubspaceDenoiser:
         """``x_0`` estimate ``(..., n)`` [and the feature dict]."""
         a = _check_leaf("params", params, "A", (self.n, self.K * self.d))
         x, sig, sc, batch, _ = _prepare(self.n, jnp.asarray(a).dtype, x_t, sigma, scale)
-        u = polar(a)
+        out, feats = _forward(self, params, x, sig, sc, return_features)
+        return _unflatten(batch, out, feats)
+
+    def _forward(self, params, x, sig, sc, return_features):
+        u = polar(params["A"])
         s = _col(sc)
         gamma = s * _col(sig)
         s2, g2 = jnp.square(s), jnp.square(gamma)
@@ -333,7 +362,7 @@ class SubspaceDenoiser:
         if return_features:
             feats = {"blocks": blocks_raw / s[..., None] if s.ndim else blocks_raw / s,
                      "posterior": w, "h": h}
-        return _unflatten(batch, out, feats)
+        return out, feats
 
 
 # ----------------------------------------------------------------------------------------
@@ -341,7 +370,7 @@ class SubspaceDenoiser:
 # ----------------------------------------------------------------------------------------
 def _dense_init(key, fan_in, fan_out, dtype):
     # LeCun normal weights, zero biases.
-    w = jax.random.normal(key, (fan_in, fan_out), dtype) / math.sqrt(fan_in)
+    w = _normal(key, (fan_in, fan_out), dtype) / math.sqrt(fan_in)
     return {"w": w, "b": jnp.zeros((fan_out,), dtype)}
 
 
@@ -430,7 +459,12 @@ class MLPDenoiser:
     def apply(self, params, x_t, sigma, scale=1.0, *, return_features: bool = False):
         """``x_0`` estimate ``(..., n)`` [and the feature dict]; see the class docstring."""
         pdtype = self._check_params(params)
-        x, sig, sc, batch, dtype = _prepare(self.n, pdtype, x_t, sigma, scale)
+        x, sig, sc, batch, _ = _prepare(self.n, pdtype, x_t, sigma, scale)
+        out, feats = _forward(self, params, x, sig, sc, return_features)
+        return _unflatten(batch, out, feats)
+
+    def _forward(self, params, x, sig, sc, return_features):
+        dtype = x.dtype
         num = x.shape[0]
         y = x / _col(sc)
         sd2 = jnp.asarray(self.sigma_data**2, dtype)
@@ -453,7 +487,7 @@ class MLPDenoiser:
             out = c_skip * y + c_out * f_out
         else:
             out = f_out
-        return _unflatten(batch, out, feats if return_features else None)
+        return out, (feats if return_features else None)
 
 
 # ----------------------------------------------------------------------------------------
@@ -504,12 +538,16 @@ class LinearDenoiser:
         _check_leaf("params", params, "eigvals", (self.r,))
         _check_leaf("params", params, "eigvecs", (self.n, self.r))
         x, sig, sc, batch, _ = _prepare(self.n, jnp.asarray(mean).dtype, x_t, sigma, scale)
-        lam, vec = params["eigvals"], params["eigvecs"]
+        out, feats = _forward(self, params, x, sig, sc, return_features)
+        return _unflatten(batch, out, feats)
+
+    def _forward(self, params, x, sig, sc, return_features):
+        mean, lam, vec = params["mean"], params["eigvals"], params["eigvecs"]
         centred = x / _col(sc) - mean[None, :]
         coords = centred @ vec
         h = coords * (lam[None, :] / (lam[None, :] + _col(jnp.square(sig))))
         out = mean[None, :] + h @ vec.T
-        return _unflatten(batch, out, {"h": h} if return_features else None)
+        return out, ({"h": h} if return_features else None)
 
 
 def fit_linear(x0_train, *, rank: int | None = None) -> dict:
