@@ -502,7 +502,7 @@ def feature_snr(
 
 
 def _accuracy(scores: Array, labels: Array) -> Array:
-    return jnp.mean((jnp.argmax(scores, axis=-1) == labels).astype(scores.dtype))
+    return jnp.mean((jnp.argmax(scores, axis=-1).astype(labels.dtype) == labels).astype(scores.dtype))
 
 
 def bayes_accuracy(log_post: Any, labels: Any) -> Array:

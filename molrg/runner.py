@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import typing
 from typing import Any, Callable
 
@@ -76,7 +77,7 @@ def _load_all():
 # ------------------------------------------------------------------------------------------
 def _parse_value(text: str, typ, key: str, flag: str = "--set"):
     origin = typing.get_origin(typ)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         if text.lower() in ("none", "null") and len(args) < len(typing.get_args(typ)):
             return None
