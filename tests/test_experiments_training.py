@@ -1,0 +1,81 @@
+"""Tests of the fig3_trained experiment (quick mode, end to end) and its claims."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from molrg import check_training
+from molrg.checks import Claim
+from molrg.experiments import fig3_trained as f3
+from molrg.runner import load_results, run_experiment
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    figs = tmp_path_factory.mktemp("figures")
+    path = run_experiment("fig3_trained", quick=True, out_dir=str(out), fig_dir=str(figs), verbose=False)
+    return path, str(figs)
+
+
+def test_quick_run_writes_everything(run):
+    path, figs = run
+    for f in ("manifest.json", "results.json", "arrays.npz", "fig3_trained.csv"):
+        assert os.path.getsize(os.path.join(path, f)) > 0, f
+    with open(os.path.join(path, "manifest.json")) as fh:
+        manifest = json.load(fh)
+    assert manifest["experiment"] == "fig3_trained" and manifest["quick"] is True
+    for stem in ("fig3_trained_snr", "fig3_trained_probe", "fig3_trained_excess_mse"):
+        for ext in ("png", "pdf"):
+            assert os.path.getsize(os.path.join(figs, f"{stem}.{ext}")) > 1000
+
+
+def test_quick_results_are_consistent(run):
+    path, _ = run
+    res = load_results(path)
+    sc, rows = res["scalars"], res["tables"]["fig3_trained"]
+    assert isinstance(sc["summary"], str) and "epochs=200" in sc["summary"]
+    assert len(rows) == 14
+    sig = np.array([r["sigma"] for r in rows])
+    assert np.all(np.diff(sig) > 0)
+    for r in rows:
+        # The optimal denoiser is the MMSE: no network beats it by more than sampling noise.
+        for c in f3.CURVES_MSE:
+            assert r[f"excess_mse_{c}"] > -0.05 * r["bayes_mse"], (c, r)
+        for c in f3.CURVES_PROBE:
+            assert 0.0 <= r[f"probe_{c}"] <= 1.0
+        assert r["kl_posterior_lowrank"] >= -1e-6
+        assert r["snr_optimal"] > 0 and r["snr_approx"] > 0
+    assert 0 <= sc["subspace_error"] <= np.sqrt(2 * 3 * 5) + 1e-6
+    assert set(sc["verdicts"]) >= {"snr_lowrank", "snr_optimal", "snr_mlp", "snr_linear", "snr_approx",
+                                   "probe_lowrank_h", "probe_optimal_out", "probe_mlp_hidden"}
+    # Theorem-1 curve has an interior peak in this setting (THEORY 6).
+    assert sc["verdicts"]["snr_approx"]["verdict"] == "interior peak"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("d", 20), ("delta", 0.0), ("delta", 1.0), ("epochs", 0), ("num_test_sets", 1),
+    ("test_size", 0), ("probe_train", 20_000), ("batch_size", 0), ("learning_rate", 0.0), ("K", 1),
+])
+def test_config_validation(field, value):
+    cfg = dataclasses.replace(f3.Fig3TrainedConfig(), **{field: value})
+    with pytest.raises(ValueError):
+        cfg.validate()
+
+
+def test_default_config_is_valid_and_paper_steps():
+    f3.Fig3TrainedConfig().validate()
+    assert dataclasses.replace(f3.Fig3TrainedConfig(), epochs=200).steps == 75_000
+
+
+def test_check_returns_claims(run):
+    claims = check_training.fig3_trained_claims(True)
+    assert len(claims) == 4
+    for c in claims:
+        assert isinstance(c, Claim) and isinstance(c.passed, bool)
+        assert c.measured and c.tolerance and "reduced training" in c.statement
