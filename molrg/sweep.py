@@ -80,7 +80,9 @@ def register_sweepable(name, *, summary, config, static, numeric, point, plot=No
 
 
 def sweepables() -> dict[str, Sweepable]:
-    import molrg.sweeps  # noqa: F401  (registers the built-in studies)
+    import molrg.sweeps  # noqa: F401  (registers the built-in sweepables)
+    import molrg.experiments.phase_transition  # noqa: F401  (the studies register theirs)
+    import molrg.experiments.memorization  # noqa: F401
     return dict(_SWEEPABLE)
 
 

@@ -1,0 +1,670 @@
+"""P0's sample-complexity phase transition: how many samples per class recover the subspaces?
+
+P0 (THEORY sections 4 and 7) shows that training its ``delta = 0`` network
+``x_theta = (s / (s^2 + gamma^2)) sum_k w_k U_k U_k^T x_t`` on N_k samples per class is
+PCA for K = 1 and K-subspaces clustering for K > 1, and that recovering the subspaces
+needs ``N_k >= d_k`` samples per class, with a sharp phase transition there. This
+experiment measures it on P0's grid: n = 48, d in {2..8}, N_k in {2..15}, K in {1, 2, 3}.
+
+For each cell (K, d, N) and seed: draw a ``delta = 0`` MoLRG (``random_molrg``, noise 0),
+exactly N samples of every class, estimate the K subspaces, and call the cell a success
+when the subspace recovery error
+
+    err = sqrt( min_pi sum_l ||P^_pi(l) - P_l||_F^2 / (2 K d) ),     P_l = U_l U_l^T
+
+(blocks matched by the best permutation pi; 0 = exact, 1 = every learned block orthogonal
+to its true block) is below ``threshold`` (default 0.1, i.e. a root-mean-square principal
+angle of about 5.7 degrees). Estimators:
+
+* ``pca`` -- PCA of each class on the true labels: P0's network optimum for K = 1, and an
+  oracle (labels known) for K > 1. Computed without squaring the data's condition
+  number: a Householder QR of the data, then the eigenvectors of the small ``R R^T``
+  (float32 eigenvectors of ``X^T X`` itself lose the weakest direction of an
+  ill-conditioned sample at N = d, and the transition sits exactly there).
+* ``ksub`` -- K-subspaces clustering without labels (K > 1; equal to ``pca`` for K = 1):
+  hard assignment to the subspace of largest energy ``||U_k^T x||^2``, refit by one
+  subspace-iteration step, ``restarts`` random orthonormal starts of ``iterations``
+  steps each, the restart with the smallest residual kept and its clusters refitted by
+  the exact PCA above. This is the objective P0 shows the hard-max network training
+  solves.
+* ``net`` -- P0's network itself (:class:`molrg.networks.SubspaceDenoiser`) trained with
+  the denoising loss, full batch, Adam with cosine decay, ``sigma`` log-uniform in
+  ``[sigma_min, sigma_max]`` (study ``phase_transition_net``; a sub-grid by default, see below).
+
+Speed. Shapes are what JAX compiles for, so only what fixes a shape is static. Each class's
+sample is drawn at ``N_max`` and masked to its first N rows (weight-0 rows drop out of
+every scatter, assignment and loss: one compile serves every N, and a seed's samples are
+nested in N); the bases are drawn at ``d_max`` columns and the coefficients of the columns
+``j >= d`` are zero, so ``d`` is numeric too for the references: the study
+``phase_transition`` compiles once per K, and the full grid (7 x 14 x 3 cells x 10 seeds)
+is the default scale (about 30 s on 2 CPU cores). A seed gives the same bases and samples
+to every cell, truncated: common random numbers across the grid. The network has a static
+``d`` (its parameter shape), so ``phase_transition_net`` compiles once per (K, d) and its
+training dominates: by default it runs on the sub-grid ``net_K_values x net_d_values`` =
+{1, 2} x {4} (same seeds and data as the references); the whole grid takes about 4 minutes
+(``--set net_K_values=1,2,3 --set net_d_values=2,3,4,5,6,7,8``), ``train_steps=0`` skips it.
+
+Sweeps: ``molrg sweep phase_transition --grid K=1,2,3 --grid d=2,3,4,5,6,7,8 --grid
+N=2,3,4,5,6,7,8,9,10,11,12,13,14,15 --grid seed=0,1,2,3,4,5,6,7,8,9`` runs the full grid
+(``molrg sweep phase_transition_net ... --set train_steps=1000`` the network); ``molrg run
+phase_transition`` runs it through :func:`molrg.sweep.run_sweep` and draws success-rate
+heatmaps, one per K and estimator, with the line N_k = d_k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import shutil
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import molrg
+from molrg.networks import SubspaceDenoiser
+from molrg.runner import Results, load_results, register, save_figure
+from molrg.sweep import register_sweepable, run_sweep
+
+Array = jax.Array
+
+
+# ------------------------------------------------------------------------------------------
+# Data: K classes of exactly N samples, drawn at (N_max, d_max) and masked.
+# ------------------------------------------------------------------------------------------
+def _masks(d, N, d_max: int, N_max: int, dtype):
+    """Column mask (d_max,) for ``j < d`` and row mask (N_max,) for ``i < N``."""
+    def first(count, size):
+        return (jnp.arange(size, dtype=jnp.int32) < jnp.asarray(count).astype(jnp.int32)).astype(dtype)
+
+    return first(d, d_max), first(N, N_max)
+
+
+def draw_problem(key: Array, *, n: int, K: int, d, N, d_max: int, N_max: int):
+    """A ``delta = 0`` MoLRG and exactly N samples per class, padded to static shapes.
+
+    The bases come from :func:`molrg.random_molrg` with ``d_max`` columns per class;
+    class l's true subspace is the span of its first ``d`` columns. Sample i of class l is
+    ``U_l a_i`` with ``a_i ~ N(0, I_d)`` (coefficients of columns ``>= d`` are zero); rows
+    ``i >= N`` are padding (weight 0).
+
+    Args:
+      key: PRNG key.
+      n, K, d_max, N_max: static sizes.
+      d, N: the cell's subspace dimension and samples per class (ints, may be traced).
+
+    Returns:
+      ``(bases, x, cols, rows)``: bases ``(K, n, d_max)`` with masked columns zeroed;
+      samples ``(K, N_max, n)``; column mask ``(d_max,)``; row mask ``(N_max,)``.
+    """
+    k_mix, k_coef = jax.random.split(key)
+    mix = molrg.random_molrg(k_mix, n=n, K=K, d=d_max)
+    cols, rows = _masks(d, N, d_max, N_max, mix.dtype)
+    bases = jnp.stack(mix.bases) * cols[None, None, :]
+    coef = jax.random.normal(k_coef, (K, N_max, d_max), mix.dtype)
+    coef = coef * cols[None, None, :] * rows[None, :, None]
+    x = jnp.einsum("kid,knd->kin", coef, bases)
+    return bases, x, cols, rows
+
+
+# ------------------------------------------------------------------------------------------
+# Estimators and the error.
+# ------------------------------------------------------------------------------------------
+def pca(x: Array, weights: Array, cols: Array) -> Array:
+    """Top principal directions of weighted points, masked to ``d`` columns.
+
+    The top eigenvectors of ``S = sum_i w_i x_i x_i^T``, computed as ``Q v`` from a
+    Householder QR ``(sqrt(w) x)^T = Q R`` and the eigenvectors ``v`` of ``R R^T``: the QR
+    does not square the condition number of the data, so the weakest direction of an
+    ill-conditioned sample survives float32 (``eigh(S)`` does not at N = d).
+
+    Args:
+      x: ``(R, n)`` points.
+      weights: ``(R,)`` non-negative weights (0 = padding).
+      cols: ``(d_max,)`` column mask (1 for the first d columns).
+
+    Returns:
+      ``(n, d_max)``: orthonormal first d columns, zeros after. With rank < d the extra
+      columns are arbitrary orthonormal directions of no data (PCA cannot know them).
+    """
+    d_max = cols.shape[0]
+    # Rows of weight 0 go last: a zero column of (sqrt(w) x)^T ahead of data columns keeps
+    # the Householder QR from triangularising those rows of R (they would then hold raw
+    # data, and R R^T would square the condition number after all).
+    order = jnp.argsort(weights <= 0, stable=True)
+    x, weights = x[order], weights[order]
+    q, r = jnp.linalg.qr((jnp.sqrt(weights)[:, None] * x).T)
+    _, vecs = jnp.linalg.eigh(r @ r.T)
+    return (q @ vecs[:, ::-1][:, :d_max]) * cols[None, :]
+
+
+def orthonormalize(m: Array) -> Array:
+    """Orthonormal columns spanning the leading columns of ``m`` (n, c): Gram-Schmidt, twice.
+
+    Column j is orthogonalised against the previous ones twice ("twice is enough" for
+    float32 stability) and normalised; a zero column stays zero (masked columns). Plain
+    array operations, on purpose: with a LAPACK QR inside the ``fori_loop`` of
+    :func:`k_subspaces`, the sweep engine's sharded program intermittently deadlocked on
+    XLA:CPU (jaxlib 0.10; every thread idle, the result never ready).
+    """
+    cols = []
+    for j in range(m.shape[1]):
+        v = m[:, j]
+        for _ in range(2):
+            for u in cols:
+                v = v - jnp.dot(u, v) * u
+        norm = jnp.sqrt(jnp.sum(v * v))
+        cols.append(v / jnp.where(norm > 0, norm, 1.0))
+    return jnp.stack(cols, axis=1)
+
+
+def _energies(x, U):
+    """``||U_k^T x_r||^2``: (R, K)."""
+    return jnp.sum(jnp.square(jnp.einsum("rn,knd->rkd", x, U)), axis=-1)
+
+
+def k_subspaces_assign(x: Array, weights: Array, cols: Array, *, key: Array, K: int,
+                       restarts: int, iterations: int) -> Array:
+    """K-subspaces clustering (hard assignment), best of ``restarts`` random starts.
+
+    Each step assigns point r to ``argmax_k ||U_k^T x_r||^2`` and refits every U_k by one
+    subspace-iteration step ``U_k <- orth(S_k U_k + mu U_k)`` (:func:`orthonormalize`;
+    ``S_k`` the scatter of its points; ``mu = 1e-6`` of the mean energy keeps an empty or
+    rank-deficient cluster's columns defined). The restart with the smallest residual
+    ``sum_r w_r (||x_r||^2 - max_k ||U_k^T x_r||^2)`` is kept.
+
+    Args:
+      x: ``(R, n)`` pooled points (labels unknown); weights ``(R,)``; cols ``(d_max,)``.
+      key: PRNG key of the random starts.
+      K, restarts, iterations: static.
+
+    Returns:
+      ``(R, K)``: the kept clustering as weights, ``weights[r]`` in the column of point
+      r's cluster and 0 elsewhere (refit each cluster with :func:`pca`).
+    """
+    R, n = x.shape
+    d_max = cols.shape[0]
+    dtype = x.dtype
+    norms = jnp.sum(x * x, axis=-1)
+    mu = 1e-6 * jnp.sum(weights * norms) / jnp.maximum(jnp.sum(weights), 1.0)
+
+    def refit(U, assign):
+        proj = jnp.einsum("rn,knd->rkd", x, U) * assign[:, :, None]  # a_rk U_k^T x_r
+        M = jnp.einsum("rn,rkd->knd", x, proj)  # S_k U_k
+        return jax.vmap(orthonormalize)(M + mu * U) * cols[None, None, :]
+
+    def hard(U):
+        e = _energies(x, U)
+        return jax.nn.one_hot(jnp.argmax(e, axis=1), K, dtype=dtype) * weights[:, None], e
+
+    def one_start(k):
+        start = jax.random.normal(k, (K, n, d_max), dtype)
+        U = jax.vmap(orthonormalize)(start) * cols[None, None, :]
+        U = jax.lax.fori_loop(0, iterations, lambda _, U: refit(U, hard(U)[0]), U)
+        assign, e = hard(U)
+        return assign, jnp.sum(weights * (norms - jnp.max(e, axis=1)))
+
+    assigns, residual = jax.vmap(one_start)(jax.random.split(key, restarts))
+    return assigns[jnp.argmin(residual)]
+
+
+def k_subspaces(x: Array, weights: Array, cols: Array, *, key: Array, K: int, restarts: int,
+                iterations: int) -> Array:
+    """:func:`k_subspaces_assign`, each cluster refitted exactly by :func:`pca`: ``(K, n, d_max)``."""
+    best = k_subspaces_assign(x, weights, cols, key=key, K=K, restarts=restarts, iterations=iterations)
+    return jax.vmap(lambda a: pca(x, a, cols), in_axes=1)(best)
+
+
+def subspace_error(est: Array, true: Array, cols: Array) -> Array:
+    """``sqrt(min_pi sum_l ||P^_pi(l) - P_l||_F^2 / (2 K d))`` over block permutations.
+
+    ``||P^_i - P_l||_F^2 = 2 ||(I - P_l) U^_i||_F^2`` for equal dimensions: a sum of
+    squares of a residual (no cancellation; never an ``n x n`` projector). All K!
+    permutations are scored (K is small and static).
+
+    Args:
+      est, true: ``(K, n, d_max)`` orthonormal first-d columns, zeros after.
+      cols: ``(d_max,)`` column mask; ``d = sum(cols)``.
+
+    Returns:
+      () error in [0, 1].
+    """
+    K = true.shape[0]
+    est = est * cols[None, None, :]
+    true = true * cols[None, None, :]
+    overlap = jnp.einsum("ind,jne->ijde", est, true)  # U^_i^T U_j
+    resid = est[:, None] - jnp.einsum("jne,ijde->ijnd", true, overlap)  # (I - P_j) U^_i
+    pair = 2.0 * jnp.sum(jnp.square(resid), axis=(-2, -1))  # (K, K): [i, j]
+    perms = np.asarray(list(itertools.permutations(range(K))))
+    cost = jnp.sum(pair[perms, np.arange(K)[None, :]], axis=1)  # learned perm[l] <-> true l
+    return jnp.sqrt(jnp.min(cost) / (2.0 * K * jnp.sum(cols)))
+
+
+# ------------------------------------------------------------------------------------------
+# P0's network, trained on a masked training set.
+# ------------------------------------------------------------------------------------------
+def log_uniform_noise(key: Array, rows: int, n: int, sigma_min, sigma_max, dtype):
+    """``(eps (rows, n), sigma (rows,))``, sigma log-uniform on [sigma_min, sigma_max]."""
+    z = jax.random.normal(key, (rows, n + 1), dtype)
+    u = jax.scipy.special.ndtr(z[:, n])
+    log_lo = jnp.log(jnp.asarray(sigma_min, dtype))
+    log_hi = jnp.log(jnp.asarray(sigma_max, dtype))
+    return z[:, :n], jnp.exp(log_lo + (log_hi - log_lo) * u)
+
+
+def train_network(net: SubspaceDenoiser, x0: Array, weights: Array, params, noise_at, *,
+                  steps: int, learning_rate) -> dict:
+    """Full-batch Adam on the weighted denoising loss; returns the final parameters.
+
+    Loss (THEORY section 4, ``s = 1``): ``sum_r w_r ||x_theta(x_r + sigma_r eps_r) - x_r||^2 /
+    sum_r w_r``; rows of weight 0 (padding) contribute exactly nothing to the loss or its
+    gradient, so a masked set trains exactly like the set of its rows of weight 1 when
+    ``noise_at`` gives those rows the same noise (``tests/test_studies.py`` checks it).
+
+    Args:
+      net: the network (static).
+      x0: ``(R, n)`` training points; weights ``(R,)``.
+      params: initial parameters.
+      noise_at: ``noise_at(step) -> (eps (R, n), sigma (R,))``, traceable.
+      steps: static number of steps; learning_rate: Adam's peak rate, cosine-decayed to
+        1e-3 of it (may be traced).
+    """
+    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=1e-3))
+    total = jnp.sum(weights)
+
+    def loss_fn(p, eps, sigma):
+        pred = net.apply(p, x0 + sigma[:, None] * eps, sigma)
+        return jnp.sum(weights * jnp.sum(jnp.square(pred - x0), axis=-1)) / total
+
+    def step(carry, i):
+        p, state = carry
+        eps, sigma = noise_at(i)
+        loss, grads = jax.value_and_grad(loss_fn)(p, eps, sigma)
+        # optax's Adam and schedules mix int32 counts with floats: standard promotion here only.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = opt.update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+        return (p, state), loss
+
+    with jax.numpy_dtype_promotion("standard"):
+        state = opt.init(params)
+    (params, _), _ = jax.lax.scan(step, (params, state), jnp.arange(steps, dtype=jnp.int32))
+    return params
+
+
+# ------------------------------------------------------------------------------------------
+# Sweepable studies.
+# ------------------------------------------------------------------------------------------
+def _validate_common(cfg):
+    for f in ("n", "K", "d", "N", "d_max", "N_max"):
+        v = getattr(cfg, f)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{f}: must be a positive integer; got {v!r}")
+    if cfg.d > cfg.d_max:
+        raise ValueError(f"d: must be <= d_max = {cfg.d_max}; got {cfg.d} (raise d_max)")
+    if cfg.N > cfg.N_max:
+        raise ValueError(f"N: must be <= N_max = {cfg.N_max}; got {cfg.N} (raise N_max)")
+    if cfg.K * cfg.d_max > cfg.n:
+        raise ValueError(f"d_max: need K * d_max <= n; got {cfg.K} * {cfg.d_max} > {cfg.n}")
+    if cfg.seed < 0 or cfg.seed >= 2**31:
+        raise ValueError(f"seed: must lie in [0, 2^31); got {cfg.seed}")
+    if not 0.0 < cfg.threshold <= 1.0:
+        raise ValueError(f"threshold: must lie in (0, 1]; got {cfg.threshold}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseTransitionPoint:
+    """One cell and seed of the reference estimators (study ``phase_transition``).
+
+    Static: n, K, d_max, N_max, restarts, iterations, threshold. Numeric: d, N, seed.
+    """
+
+    n: int = 48
+    K: int = 2
+    d: int = 2
+    N: int = 2
+    seed: int = 0
+    d_max: int = 8
+    N_max: int = 15
+    restarts: int = 16
+    iterations: int = 20
+    threshold: float = 0.1
+
+    def validate(self):
+        _validate_common(self)
+        for f in ("restarts", "iterations"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f}: must be >= 1; got {getattr(self, f)}")
+
+
+# Why the point functions below never let two LAPACK calls (QR, eigh) run side by side:
+# on XLA:CPU with jaxlib 0.10.2, a batched LAPACK call fans its batch out to the intra-op
+# thread pool and blocks until the pieces finish; two such calls running concurrently on a
+# pool of two threads (a 2-core machine) wait for each other forever. XLA may run any two
+# independent operations concurrently (and drops ``lax.optimization_barrier`` before
+# execution, so a barrier does not order them), hence: K-subspaces orthonormalises by
+# Gram-Schmidt (:func:`orthonormalize`), all PCAs of a point are one batched call, and
+# every remaining LAPACK call depends on the previous one. Measured: the first versions
+# hung within a few compiled calls on 2 cores; this one ran 60+ calls of each study.
+
+
+def _keys(seed):
+    k_data, k_ksub, k_init, k_noise = jax.random.split(jax.random.key(seed), 4)
+    return k_data, k_ksub, k_init, k_noise
+
+
+def _reference_point(cfg: PhaseTransitionPoint, v):
+    k_data, k_ksub, _, _ = _keys(v["seed"])
+    K, R = cfg.K, cfg.K * cfg.N_max
+    bases, x, cols, rows = draw_problem(k_data, n=cfg.n, K=K, d=v["d"], N=v["N"],
+                                        d_max=cfg.d_max, N_max=cfg.N_max)
+    X = x.reshape(R, cfg.n)
+    W = jnp.tile(rows, K)
+    # class k's rows (true labels) as weights on the pooled points
+    label_weights = jnp.repeat(jnp.eye(K, dtype=X.dtype), cfg.N_max, axis=0) * W[:, None]  # (R, K)
+    if K == 1:
+        weights = label_weights  # one cluster: K-subspaces is PCA
+    else:
+        clusters = k_subspaces_assign(X, W, cols, key=k_ksub, K=K, restarts=cfg.restarts,
+                                      iterations=cfg.iterations)
+        weights = jnp.concatenate([label_weights, clusters], axis=1)  # (R, 2K)
+    # One batched PCA (one QR call, then one eigh call) for the classes and the clusters:
+    # see the note above ``_keys`` for why LAPACK calls must not run side by side.
+    est = jax.vmap(lambda w: pca(X, w, cols), in_axes=1)(weights)
+    err_pca = subspace_error(est[:K], bases, cols)
+    err_ksub = err_pca if K == 1 else subspace_error(est[K:], bases, cols)
+    dtype = err_pca.dtype
+    return {"err_pca": err_pca, "err_ksub": err_ksub,
+            "success_pca": (err_pca < cfg.threshold).astype(dtype),
+            "success_ksub": (err_ksub < cfg.threshold).astype(dtype)}
+
+
+register_sweepable(
+    "phase_transition",
+    summary="P0 phase transition: subspace recovery by class PCA and K-subspaces vs samples per class",
+    config=PhaseTransitionPoint(),
+    static=("n", "K", "d_max", "N_max", "restarts", "iterations", "threshold"),
+    numeric=("d", "N", "seed"), point=_reference_point)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseTransitionNetPoint:
+    """One cell and seed of P0's trained network (study ``phase_transition_net``).
+
+    Static: n, K, d, d_max, N_max, train_steps, sigma_min, sigma_max, threshold.
+    Numeric: N, seed, learning_rate. Same data as ``phase_transition`` for the same
+    (seed, d, N) when d_max and N_max agree.
+    """
+
+    n: int = 48
+    K: int = 1
+    d: int = 2
+    N: int = 2
+    seed: int = 0
+    learning_rate: float = 1e-2
+    d_max: int = 8
+    N_max: int = 15
+    train_steps: int = 1000
+    sigma_min: float = 0.01
+    sigma_max: float = 0.3
+    threshold: float = 0.1
+
+    def validate(self):
+        _validate_common(self)
+        if self.train_steps < 1:
+            raise ValueError(f"train_steps: must be >= 1; got {self.train_steps}")
+        if not 0.0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"sigma_min, sigma_max: need 0 < sigma_min <= sigma_max; got "
+                             f"{self.sigma_min}, {self.sigma_max}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate: must be > 0; got {self.learning_rate}")
+
+
+def _net_point(cfg: PhaseTransitionNetPoint, v):
+    k_data, _, k_init, k_noise = _keys(v["seed"])
+    bases, x, cols, rows = draw_problem(k_data, n=cfg.n, K=cfg.K, d=cfg.d, N=v["N"],
+                                       d_max=cfg.d_max, N_max=cfg.N_max)
+    dtype = x.dtype
+    d = cfg.d
+    true = bases[:, :, :d]
+    ones = jnp.ones((d,), dtype)
+    # No PCA here (its QR/eigh could run beside the training loop's eigh; see the note
+    # above): ``phase_transition`` gives the references on the same data.
+    X = x.reshape(cfg.K * cfg.N_max, cfg.n)
+    W = jnp.tile(rows, cfg.K)
+    net = SubspaceDenoiser(n=cfg.n, K=cfg.K, d=d)
+    params = net.init(k_init, dtype=dtype)
+    noise_at = lambda i: log_uniform_noise(jax.random.fold_in(k_noise, i), X.shape[0], cfg.n,  # noqa: E731
+                                           cfg.sigma_min, cfg.sigma_max, dtype)
+    params = train_network(net, X, W, params, noise_at, steps=cfg.train_steps,
+                           learning_rate=v["learning_rate"])
+    learned = jnp.transpose(net.bases(params).reshape(cfg.n, cfg.K, d), (1, 0, 2))
+    err_net = subspace_error(learned, true, ones)
+    return {"err_net": err_net, "success_net": (err_net < cfg.threshold).astype(dtype)}
+
+
+register_sweepable(
+    "phase_transition_net",
+    summary="P0 phase transition: subspace recovery by training P0's delta=0 network (masked N)",
+    config=PhaseTransitionNetPoint(),
+    static=("n", "K", "d", "d_max", "N_max", "train_steps", "sigma_min", "sigma_max", "threshold"),
+    numeric=("N", "seed", "learning_rate"), point=_net_point)
+
+
+# ------------------------------------------------------------------------------------------
+# The experiment.
+# ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PhaseTransitionConfig:
+    n: int = 48
+    K_values: tuple[int, ...] = (1, 2, 3)
+    d_values: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    N_values: tuple[int, ...] = tuple(range(2, 16))
+    num_seeds: int = 10
+    restarts: int = 16
+    iterations: int = 20
+    threshold: float = 0.1
+    success_level: float = 0.5  # the boundary: smallest N whose success rate reaches this
+    train_steps: int = 1000  # > 0: also train P0's network on net_K_values x net_d_values
+    net_K_values: tuple[int, ...] = (1, 2)
+    net_d_values: tuple[int, ...] = (4,)
+    net_seeds: int = 10
+    learning_rate: float = 1e-2
+    sigma_min: float = 0.01
+    sigma_max: float = 0.3
+    sweep_dir: str = ""  # keep the sweep folders here (resumable); empty: a temporary folder
+
+    def validate(self):
+        for name in ("K_values", "d_values", "N_values"):
+            vals = getattr(self, name)
+            if not vals or min(vals) < 1:
+                raise ValueError(f"{name}: needs at least one value, all >= 1; got {vals}")
+        if max(self.K_values) * max(self.d_values) > self.n:
+            raise ValueError(f"d_values: need max(K) * max(d) <= n = {self.n}")
+        if self.num_seeds < 1 or self.net_seeds < 1:
+            raise ValueError("num_seeds, net_seeds: must be >= 1")
+        if not 0.0 < self.success_level <= 1.0:
+            raise ValueError(f"success_level: must lie in (0, 1]; got {self.success_level}")
+        if self.train_steps < 0:
+            raise ValueError(f"train_steps: must be >= 0; got {self.train_steps}")
+        if self.train_steps and (not self.net_K_values or not self.net_d_values
+                                 or max(self.net_K_values) * max(self.net_d_values) > self.n):
+            raise ValueError("net_K_values, net_d_values: need values with max(K) * max(d) <= n")
+
+
+def slice_batch(N_values, num_seeds: int) -> int:
+    """Points per compiled call: one (K, d) slice, ``len(N_values) * num_seeds``.
+
+    A compiled program is specialised to its batch shape; with calls of one slice each,
+    every sweep with the same static values and the same (N, seed) grid reuses one
+    program whatever its d grid (the quick experiment, ``molrg check --quick`` and the
+    tests share it).
+    """
+    return len(N_values) * num_seeds
+
+
+def boundary(N_values, rates, level: float) -> float:
+    """Smallest N with success rate >= level, if every larger N also has it; else NaN.
+
+    Requiring the rate to stay above ``level`` for all larger N makes a lucky small-N cell
+    not count as the boundary; NaN means the estimator never settles above ``level``.
+    """
+    N_values = np.asarray(N_values)
+    rates = np.asarray(rates, float)
+    ok = rates >= level
+    for i in range(len(ok)):
+        if ok[i:].all():
+            return float(N_values[i])
+    return float("nan")
+
+
+def _aggregate(rows, method, level, Ns):
+    """Per (K, d, N) success rates and errors; per (K, d) the boundary."""
+    cells, bounds = [], []
+    keys = sorted({(int(r["K"]), int(r["d"])) for r in rows})
+    for K, d in keys:
+        rates = []
+        for N in Ns:
+            errs = np.array([r[f"err_{method}"] for r in rows
+                             if int(r["K"]) == K and int(r["d"]) == d and int(r["N"]) == N])
+            succ = np.array([r[f"success_{method}"] for r in rows
+                             if int(r["K"]) == K and int(r["d"]) == d and int(r["N"]) == N])
+            rate = float(succ.mean())
+            rates.append(rate)
+            cells.append({"method": method, "K": K, "d": d, "N": N, "seeds": len(errs),
+                          "success_rate": rate,
+                          "success_stderr": float(np.sqrt(rate * (1 - rate) / max(len(errs), 1))),
+                          "err_median": float(np.median(errs)), "err_mean": float(errs.mean()),
+                          "err_max": float(errs.max())})
+        b = boundary(Ns, rates, level)
+        bounds.append({"method": method, "K": K, "d": d, "boundary_N": b,
+                       "boundary_minus_d": b - d if np.isfinite(b) else float("nan"),
+                       "rate_at_N_eq_d": rates[Ns.index(d)] if d in Ns else float("nan"),
+                       "rate_at_N_eq_d_minus_1": rates[Ns.index(d - 1)] if d - 1 in Ns else float("nan"),
+                       "rate_at_N_eq_d_plus_1": rates[Ns.index(d + 1)] if d + 1 in Ns else float("nan")})
+    return cells, bounds
+
+
+def run(cfg: PhaseTransitionConfig, verbose: bool = True) -> Results:
+    own = not cfg.sweep_dir
+    root = tempfile.mkdtemp(prefix="molrg-phase-") if own else cfg.sweep_dir
+    Ns = list(cfg.N_values)
+    try:
+        t0 = time.perf_counter()
+        ref = run_sweep("phase_transition", {
+            "K": list(cfg.K_values), "d": list(cfg.d_values), "N": Ns,
+            "seed": list(range(cfg.num_seeds))},
+            overrides={"n": cfg.n, "d_max": max(cfg.d_values), "N_max": max(Ns),
+                       "restarts": cfg.restarts, "iterations": cfg.iterations,
+                       "threshold": cfg.threshold},
+            out_dir=root, batch_size=slice_batch(Ns, cfg.num_seeds), verbose=verbose)
+        t_ref = time.perf_counter() - t0
+        rows = ref["rows"]
+        cells, bounds = [], []
+        for method in ("pca", "ksub"):
+            c, b = _aggregate(rows, method, cfg.success_level, Ns)
+            cells += c
+            bounds += b
+        points = [dict(r, method="reference") for r in rows]
+        t_net = 0.0
+        if cfg.train_steps:
+            t1 = time.perf_counter()
+            net = run_sweep("phase_transition_net", {
+                "K": list(cfg.net_K_values), "d": list(cfg.net_d_values), "N": Ns,
+                "seed": list(range(cfg.net_seeds))},
+                overrides={"n": cfg.n, "d_max": max(max(cfg.d_values), max(cfg.net_d_values)),
+                           "N_max": max(Ns), "train_steps": cfg.train_steps,
+                           "learning_rate": cfg.learning_rate, "sigma_min": cfg.sigma_min,
+                           "sigma_max": cfg.sigma_max, "threshold": cfg.threshold},
+                out_dir=root, batch_size=slice_batch(Ns, cfg.net_seeds), verbose=verbose)
+            t_net = time.perf_counter() - t1
+            c, b = _aggregate(net["rows"], "net", cfg.success_level, Ns)
+            cells += c
+            bounds += b
+            points += [dict(r, method="network") for r in net["rows"]]
+    finally:
+        if own:
+            shutil.rmtree(root, ignore_errors=True)
+
+    if verbose:
+        print(f"  boundary = smallest N_k with success rate >= {cfg.success_level} (and above it after)")
+        for b in bounds:
+            print(f"  {b['method']:>4s} K={b['K']} d={b['d']}: boundary N={b['boundary_N']:.0f} "
+                  f"(N - d = {b['boundary_minus_d']:+.0f}); rate at N=d-1/d/d+1: "
+                  f"{b['rate_at_N_eq_d_minus_1']:.2f}/{b['rate_at_N_eq_d']:.2f}/"
+                  f"{b['rate_at_N_eq_d_plus_1']:.2f}")
+    scalars = {"seconds_reference_sweep": t_ref, "seconds_network_sweep": t_net,
+               "num_reference_points": len(rows),
+               "threshold": cfg.threshold, "success_level": cfg.success_level}
+    for method in ("pca", "ksub", "net"):
+        for K in cfg.K_values:
+            sel = [b["boundary_minus_d"] for b in bounds if b["method"] == method and b["K"] == K]
+            if sel:
+                scalars[f"boundary_minus_d_{method}_K{K}"] = sel
+    return Results(scalars=scalars, tables={"cells": cells, "boundary": bounds, "points": points})
+
+
+def plot(results_dir: str, fig_dir: str) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    res = load_results(results_dir)
+    cells = res["tables"]["cells"]
+    bounds = res["tables"]["boundary"]
+    methods = [m for m in ("pca", "ksub", "net") if any(c["method"] == m for c in cells)]
+    labels = {"pca": "class PCA (labels known; = P0 net optimum for K=1)",
+              "ksub": "K-subspaces (no labels)", "net": "P0 network, trained"}
+    Ks = sorted({int(c["K"]) for c in cells})
+    fig, axes = plt.subplots(len(methods), len(Ks), figsize=(3.6 * len(Ks), 3.0 * len(methods)),
+                             squeeze=False)
+    level = res["scalars"]["success_level"]
+    im = None
+    for i, m in enumerate(methods):
+        for j, K in enumerate(Ks):
+            ax = axes[i, j]
+            sel = [c for c in cells if c["method"] == m and int(c["K"]) == K]
+            if not sel:
+                ax.axis("off")
+                continue
+            # full integer ranges (missing cells blank), so that rows and columns sit at their values
+            ds = list(range(min(int(c["d"]) for c in sel), max(int(c["d"]) for c in sel) + 1))
+            Ns = list(range(min(int(c["N"]) for c in sel), max(int(c["N"]) for c in sel) + 1))
+            grid = np.full((len(ds), len(Ns)), np.nan)
+            for c in sel:
+                grid[ds.index(int(c["d"])), Ns.index(int(c["N"]))] = c["success_rate"]
+            im = ax.imshow(grid, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                           extent=(Ns[0] - 0.5, Ns[-1] + 0.5, ds[0] - 0.5, ds[-1] + 0.5))
+            dd = np.array([ds[0] - 0.5, ds[-1] + 0.5])
+            ax.plot(dd, dd, "w--", lw=1.5, label=r"$N_k = d_k$")
+            bsel = [b for b in bounds if b["method"] == m and int(b["K"]) == K]
+            bx = [b["boundary_N"] for b in bsel]
+            by = [b["d"] for b in bsel]
+            ax.plot(bx, by, "r.", ms=8, label=f"rate $\\geq$ {level:g}")
+            ax.set_xlim(Ns[0] - 0.5, Ns[-1] + 0.5)
+            ax.set_ylim(ds[0] - 0.5, ds[-1] + 0.5)
+            ax.set_title(f"{labels[m].split(' (')[0]}, K={K}", fontsize=9)
+            if i == len(methods) - 1:
+                ax.set_xlabel("samples per class $N_k$")
+            if j == 0:
+                ax.set_ylabel("subspace dim $d_k$")
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7, loc="upper left")
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="success rate")
+    thr = res["scalars"]["threshold"]
+    fig.suptitle(f"P0 phase transition (n={res['manifest']['config']['n']}, success: error < {thr:g})",
+                 fontsize=10)
+    return save_figure(fig, fig_dir, "phase_transition")
+
+
+# Static values shared with ``molrg check --quick`` (phase_boundary, K = 1): one compile serves both.
+QUICK = {"K_values": "1,2", "d_values": "2,4,6,8", "N_values": "2,3,4,5,6,7,8,9,10", "num_seeds": 10,
+         "restarts": 8, "iterations": 10, "train_steps": 200, "net_K_values": "1", "net_d_values": "2",
+         "net_seeds": 4}
+
+register("phase_transition",
+         summary="P0's sample-complexity phase transition: subspace recovery vs samples per class",
+         config=PhaseTransitionConfig(), run=run, plot=plot, quick=QUICK,
+         paper="P0 phase-transition figure (n=48, d in 2..8, N_k in 2..15, K in 1..3)")
