@@ -6,6 +6,9 @@
   there; the claim is ``|boundary - d| <= 1`` for every d of P0's grid (2..8). K = 1 with
   PCA (the optimum of P0's network for K = 1) in quick and full mode; K = 2 with
   K-subspaces (no labels: the clustering problem P0 reduces training to) in full mode.
+* ``phase_boundary_network`` -- the same boundary for P0's network itself, trained by the
+  denoising loss (the experiment's default training: 1000 full-batch Adam steps), at
+  d = 4 for K = 1 and K = 2, N_k in 2..10, 10 seeds; full mode only.
 * ``memorization_shape`` -- P1: a memorising model loses the interior SNR peak. The
   empirical (memorising) denoiser's SNR-versus-sigma curve in P1's setting (K = 3, n = 50,
   d = 5, delta = 0.2) is classified by :func:`molrg.metrics.unimodality` (z = 3 across
@@ -71,6 +74,49 @@ def phase_boundary(quick: bool):
              "rate_at_N_eq_d_minus_1": below, "rate_at_N_eq_d": at, "seeds_per_cell": seeds,
              "N_range": [min(got[2][2]), max(got[2][2])], "n": 48},
             "|boundary - d| <= 1 for every d in 2..8 (NaN = never settles above 0.5 = FAIL)", ok))
+    return claims
+
+
+def _net_boundary(K: int, d: int):
+    from molrg.experiments import phase_transition as pt
+    from molrg.sweep import run_sweep
+
+    Ns, seeds = list(range(2, 11)), list(range(10))
+    base = pt.PhaseTransitionConfig()
+    root = tempfile.mkdtemp(prefix="molrg-check-phase-net-")
+    try:
+        res = run_sweep("phase_transition_net", {"K": [K], "d": [d], "N": Ns, "seed": seeds},
+                        overrides={"d_max": 8, "N_max": max(Ns), "train_steps": base.train_steps,
+                                   "learning_rate": base.learning_rate,
+                                   "sigma_min": base.sigma_min, "sigma_max": base.sigma_max,
+                                   "threshold": base.threshold},
+                        out_dir=root, batch_size=pt.slice_batch(Ns, len(seeds)), verbose=False)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    rows = res["rows"]
+    rates = [float(np.mean([r["success_net"] for r in rows if int(r["N"]) == N])) for N in Ns]
+    return pt.boundary(Ns, rates, 0.5), rates, Ns, len(seeds), base
+
+
+@check("phase_boundary_network")
+def phase_boundary_network(quick: bool):
+    """P0's network itself, trained by the denoising loss (full mode only: ~20 s per case)."""
+    if quick:
+        return []
+    claims = []
+    for K, d in ((1, 4), (2, 4)):
+        b, rates, Ns, seeds, base = _net_boundary(K, d)
+        ok = bool(np.isfinite(b) and abs(b - d) <= 1)
+        claims.append(Claim(
+            f"phase_boundary_network[K={K}, d={d}]",
+            "P0: training P0's delta=0 network with the denoising loss recovers the subspaces "
+            "from N_k >= d_k samples per class, failing below (boundary within one sample of d)",
+            {"boundary_N": float(b), "boundary_minus_d": float(b - d),
+             "success_rate_by_N": dict(zip(Ns, rates)), "seeds_per_cell": seeds,
+             "train_steps": base.train_steps, "learning_rate": base.learning_rate,
+             "sigma_range": [base.sigma_min, base.sigma_max], "n": 48},
+            "|boundary - d| <= 1 (success: subspace error < 0.1; NaN = never settles above 0.5 = FAIL)",
+            ok))
     return claims
 
 
