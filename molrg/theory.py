@@ -523,7 +523,7 @@ def _gamma_nodes(lo, hi, theta, k, panels, nodes, dtype):
 
     Composite Gauss-Legendre on ``panels`` equal panels; on the first panel ``c = lo +
     width * t^2``, which makes the ``c^(k-1)`` endpoint behaviour (singular for d = 1)
-    smooth in t.
+    smooth in t. ``lo``, ``hi``, ``theta`` and ``k`` may be traced.
     """
     t, wt = _gauss_legendre01(nodes)
     t, wt = jnp.asarray(t, dtype), jnp.asarray(wt, dtype)
@@ -535,36 +535,44 @@ def _gamma_nodes(lo, hi, theta, k, panels, nodes, dtype):
     rest_logw = jnp.broadcast_to(jnp.log(width * wt)[None, :], (panels - 1, nodes)).reshape(-1)
     c = jnp.concatenate([first, rest])
     logw = jnp.concatenate([first_logw, rest_logw])
-    logpdf = (k - 1.0) * jnp.log(c) - c / theta - math.lgamma(k) - k * jnp.log(theta)
+    logpdf = (k - 1.0) * jnp.log(c) - c / theta - jax.lax.lgamma(jnp.asarray(k, dtype)) - k * jnp.log(theta)
     weight = jnp.where(width > 0, jnp.exp(logw + logpdf), 0.0)
     return c, weight
 
 
-def _quadrature_one(sigma, delta, *, d, K, panel_width, nodes_per_panel, u_step):
-    """Exact SNR at one noise level (scalars); see :func:`exact_snr_quadrature`."""
+def quadrature_snr_one(sigma, delta, d, K, *, g_lo, g_hi, margin, panel_width, nodes_per_panel,
+                       u_step):
+    """Exact SNR at one noise level; the quadrature of :func:`exact_snr_quadrature`.
+
+    ``sigma``, ``delta``, ``d`` and ``K`` are scalars and may all be traced (``K`` only ever
+    appears as an exponent), so one compiled program can serve a grid over (d, K):
+    :mod:`molrg.experiments.peak_map` does that. What fixes the shapes is static: the
+    chi-square/2 range ``[g_lo, g_hi]`` (it must cover every d the program sees; nodes
+    beyond a smaller d's range carry negligible weight), the u-grid ``margin`` in e-folds
+    (integrands beyond it are below e^-margin relative) and the resolution.
+    """
     dtype = sigma.dtype
-    g_lo, g_hi = _gamma_range(d)
     k = 0.5 * d
     s2, d2 = sigma**2, delta**2
     s_own, s_other = 1.0 + s2, d2 + s2
     a = (1.0 - d2) / (2.0 * s_own * s_other)
     theta_own, theta_other = 2.0 * a * s_own, 2.0 * a * s_other  # logits c = a e ~ Gamma(k, theta)
 
-    # u-grid (log of the Laplace variable). Outside it every integrand is < e^-40 relative.
-    u_lo = -(theta_other * g_hi) - 40.0
+    # u-grid (log of the Laplace variable). Outside it every integrand is < e^-margin relative.
+    u_lo = -(theta_other * g_hi) - margin
     u_hi = -(theta_other * g_lo) + 6.0
-    n_u = int(math.ceil((g_hi - g_lo + 46.0) / u_step)) + 1  # theta_other <= 1
+    n_u = int(math.ceil((g_hi - g_lo + margin + 6.0) / u_step)) + 1  # theta_other <= 1
     u = jnp.linspace(u_lo, u_hi, n_u, dtype=dtype)
     du = (u_hi - u_lo) / (n_u - 1)
 
-    # Logit nodes. Own-class logits beyond u_lo + 40 give exp(-e^{u+c}) = 0 on the whole grid.
+    # Logit nodes. Own-class logits beyond margin - u_lo give exp(-e^{u+c}) = 0 on the whole grid.
     panels_other = int(math.ceil((g_hi - g_lo) / panel_width))
-    panels_own = int(math.ceil((g_hi + 80.0) / panel_width))  # own range <= theta- g_hi + 80
+    panels_own = int(math.ceil((g_hi + 2.0 * margin) / panel_width))  # own range <= theta- g_hi + 2 margin
     c_m, w_m = _gamma_nodes(
         theta_other * g_lo, theta_other * g_hi, theta_other, k, panels_other, nodes_per_panel, dtype
     )
     own_lo = theta_own * g_lo
-    own_hi = jnp.maximum(jnp.minimum(theta_own * g_hi, 40.0 - u_lo), own_lo)
+    own_hi = jnp.maximum(jnp.minimum(theta_own * g_hi, margin - u_lo), own_lo)
     c_p, w_p = _gamma_nodes(own_lo, own_hi, theta_own, k, panels_own, nodes_per_panel, dtype)
 
     def transforms(c):
@@ -589,26 +597,28 @@ def _quadrature_one(sigma, delta, *, d, K, panel_width, nodes_per_panel, u_step)
     H2_p = (big * (big * base)) @ (w_p * e_p)
 
     # E[e_k w_k^m] = E[e_k] - (1/Gamma(m)) int H_{+,m} (1 - L_-^{K-1}) du.
-    others_win = -jnp.expm1((K - 1) * jnp.log1p(-one_minus_L_m))
+    others_win = -jnp.expm1((K - 1.0) * jnp.log1p(-one_minus_L_m))
     mean_own, mean_other = d * s_own, d * s_other
     own_w1 = mean_own - du * jnp.sum(H1_p * others_win)
     own_w2 = mean_own - du * jnp.sum(H2_p * others_win)  # 1/Gamma(2) = 1
     # E[e_l w_l^m] = (1/Gamma(m)) int H_{-,m} L_+ L_-^{K-2} du.
-    rest = L_p * L_m ** (K - 2)
+    rest = L_p * L_m ** (K - 2.0)
     other_w1 = du * jnp.sum(H1_m * rest)
     other_w2 = du * jnp.sum(H2_m * rest)
 
     z, x = 1.0 / s_own, d2 / s_other
     gap = z - x
     num = x**2 * mean_own + 2.0 * x * gap * own_w1 + gap**2 * own_w2
-    den = (K - 1) * (x**2 * mean_other + 2.0 * x * gap * other_w1 + gap**2 * other_w2)
+    den = (K - 1.0) * (x**2 * mean_other + 2.0 * x * gap * other_w1 + gap**2 * other_w2)
     return num / den
 
 
 @functools.partial(jax.jit, static_argnames=("d", "K", "panel_width", "nodes_per_panel", "u_step"))
 def _quadrature(sigma, delta, *, d, K, panel_width, nodes_per_panel, u_step):
+    g_lo, g_hi = _gamma_range(d)
     one = functools.partial(
-        _quadrature_one, d=d, K=K, panel_width=panel_width, nodes_per_panel=nodes_per_panel, u_step=u_step
+        quadrature_snr_one, d=d, K=K, g_lo=g_lo, g_hi=g_hi, margin=40.0, panel_width=panel_width,
+        nodes_per_panel=nodes_per_panel, u_step=u_step
     )
     # Sequential over sigma: each level's (u-grid x nodes) tables stay in cache; 2-3x
     # faster than vmap on CPU.

@@ -35,11 +35,11 @@ chi-square block energies, and :func:`molrg.theory.exact_snr_quadrature` integra
 deterministically (Laplace-transform representation of the softmax denominator). That
 function needs ``d`` and ``K`` as static ints, so a grid over d and K would compile one
 program per (d, K) pair; on the 2 shared cores of the target machine a compile costs
-5-20 s, which would blow the one-minute budget of the whole map many times over. So
-:func:`_snr_one` below is the same quadrature rewritten with ``d`` and ``K`` traced: the
-node ranges are sized once for the largest d of the grid (nodes beyond a smaller d's
-range carry a negligible weight), the Gamma normaliser uses ``lgamma`` of a traced
-argument, and K only ever appears as an exponent. One compiled program then serves every
+5-20 s, which would blow the one-minute budget of the whole map many times over. So the
+map calls the same quadrature, :func:`molrg.theory.quadrature_snr_one`, with ``d`` and
+``K`` traced: the node ranges are sized once for the largest d of the grid (nodes beyond
+a smaller d's range carry a negligible weight), the Gamma normaliser uses ``lgamma`` of a
+traced argument, and K only ever appears as an exponent. One compiled program then serves every
 cell (``lax.map`` over batches of cells) and every sigma (``lax.map``). Its default
 resolution and truncation are coarser than theory's (which aims at 1e-10): measured
 against :func:`molrg.theory.exact_snr_quadrature` in float64 it agrees to better than
@@ -140,95 +140,9 @@ def _gamma_upper(d_max: int) -> float:
     return float(scipy.special.gammainccinv(0.5 * d_max, _TAIL))
 
 
-@functools.lru_cache(maxsize=None)
-def _gauss_legendre01(n: int) -> tuple[np.ndarray, np.ndarray]:
-    x, w = np.polynomial.legendre.leggauss(n)
-    return 0.5 * (x + 1.0), 0.5 * w
-
-
-def _gamma_nodes(hi, theta, k, panels, nodes, dtype):
-    """Nodes and probability weights of ``c ~ Gamma(k, theta)`` on ``[0, hi]`` (traced k, theta, hi).
-
-    Composite Gauss-Legendre on ``panels`` equal panels; ``c = width t^2`` on the first
-    panel smooths the ``c^(k-1)`` behaviour at 0 (singular for d = 1).
-    """
-    t, wt = _gauss_legendre01(nodes)
-    t, wt = jnp.asarray(t, dtype), jnp.asarray(wt, dtype)
-    width = hi / panels
-    first = width * t**2
-    first_logw = jnp.log(2.0 * width * t * wt)
-    j = jnp.arange(1, panels, dtype=dtype)[:, None]
-    rest = (width * (j + t[None, :])).reshape(-1)
-    rest_logw = jnp.broadcast_to(jnp.log(width * wt)[None, :], (panels - 1, nodes)).reshape(-1)
-    c = jnp.concatenate([first, rest])
-    logw = jnp.concatenate([first_logw, rest_logw])
-    logpdf = (k - 1.0) * jnp.log(c) - c / theta - jax.lax.lgamma(k) - k * jnp.log(theta)
-    return c, jnp.where(width > 0, jnp.exp(logw + logpdf), 0.0)
-
-
-def _snr_one(sigma, delta, d, K, *, g_hi, panel_width, nodes_per_panel, u_step):
-    """Exact SNR of the optimal denoiser at one cell and noise level (all scalars traced).
-
-    The representation of :func:`molrg.theory.exact_snr_quadrature`: with logits
-    ``c_l = a e_l`` (Gamma(d/2, theta) variables) and ``A = sum_i e^{c_i}``,
-    ``E[e_j w_j^m] = (1/Gamma(m)) int du H_{j,m}(u) prod_{i != j} L_i(u)``, ``L(u) =
-    E exp(-e^{u+c})``, ``H_m(u) = E[e exp(m (u+c) - e^{u+c})]``; the SNR is
-    ``E[beta_k^2 e_k] / ((K-1) E[beta_l^2 e_l])`` with ``beta = xi + (zeta - xi) w``.
-    ``g_hi`` (static) bounds the chi-square/2 range for every d of the grid.
-    """
-    dtype = sigma.dtype
-    k = 0.5 * d
-    s2, d2 = sigma**2, delta**2
-    s_own, s_other = 1.0 + s2, d2 + s2
-    a = (1.0 - d2) / (2.0 * s_own * s_other)
-    theta_own, theta_other = 2.0 * a * s_own, 2.0 * a * s_other  # theta_other <= 1
-
-    u_lo = -(theta_other * g_hi) - _MARGIN
-    u_hi = jnp.asarray(6.0, dtype)  # exp(-e^{6 + c}) = 0 for every logit c >= 0
-    n_u = int(math.ceil((g_hi + _MARGIN + 6.0) / u_step)) + 1
-    u = jnp.linspace(u_lo, u_hi, n_u, dtype=dtype)
-    du = (u_hi - u_lo) / (n_u - 1)
-
-    panels_other = int(math.ceil(g_hi / panel_width))
-    panels_own = int(math.ceil((g_hi + 2.0 * _MARGIN) / panel_width))
-    c_m, w_m = _gamma_nodes(theta_other * g_hi, theta_other, k, panels_other, nodes_per_panel, dtype)
-    # Own-class logits beyond _MARGIN - u_lo give exp(-e^{u+c}) ~ 0 on the whole u-grid.
-    own_hi = jnp.minimum(theta_own * g_hi, _MARGIN - u_lo)
-    c_p, w_p = _gamma_nodes(own_hi, theta_own, k, panels_own, nodes_per_panel, dtype)
-
-    def transforms(c):
-        big = jnp.exp(jnp.minimum(u[:, None] + c[None, :], 80.0))  # exp(-e^80) is already 0
-        return big, jnp.exp(-big)
-
-    big, base = transforms(c_m)
-    one_minus_L_m = jnp.clip((-jnp.expm1(-big)) @ w_m, 0.0, 1.0)
-    L_m = base @ w_m
-    e_m = c_m / a
-    H1_m = (big * base) @ (w_m * e_m)
-    H2_m = (big * (big * base)) @ (w_m * e_m)  # big * (big * base): big^2 overflows float32
-    big, base = transforms(c_p)
-    L_p = base @ w_p
-    e_p = c_p / a
-    H1_p = (big * base) @ (w_p * e_p)
-    H2_p = (big * (big * base)) @ (w_p * e_p)
-
-    others_win = -jnp.expm1((K - 1.0) * jnp.log1p(-one_minus_L_m))
-    mean_own, mean_other = d * s_own, d * s_other
-    own_w1 = mean_own - du * jnp.sum(H1_p * others_win)
-    own_w2 = mean_own - du * jnp.sum(H2_p * others_win)
-    rest = L_p * L_m ** (K - 2.0)
-    other_w1 = du * jnp.sum(H1_m * rest)
-    other_w2 = du * jnp.sum(H2_m * rest)
-
-    z, x = 1.0 / s_own, d2 / s_other
-    gap = z - x
-    num = x**2 * mean_own + 2.0 * x * gap * own_w1 + gap**2 * own_w2
-    den = (K - 1.0) * (x**2 * mean_other + 2.0 * x * gap * other_w1 + gap**2 * other_w2)
-    return num / den
-
-
 def _curve_fn(d_max, panel_width, nodes_per_panel, u_step):
-    one = functools.partial(_snr_one, g_hi=_gamma_upper(d_max), panel_width=panel_width,
+    one = functools.partial(theory.quadrature_snr_one, g_lo=0.0, g_hi=_gamma_upper(d_max),
+                            margin=_MARGIN, panel_width=panel_width,
                             nodes_per_panel=nodes_per_panel, u_step=u_step)
 
     def curve(sigmas, delta, d, K):
