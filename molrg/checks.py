@@ -43,7 +43,8 @@ def check(name: str):
     return deco
 
 
-_CHECK_MODULES = ["check_core", "check_theory", "check_probes", "check_training", "check_sweeps"]
+_CHECK_MODULES = ["check_core", "check_theory", "check_probes", "check_training", "check_sweeps",
+                  "check_mlp_memorization"]
 
 
 def _load_all():

@@ -7,7 +7,7 @@ Each module defines a frozen config of paper-scale defaults, a ``run`` that retu
 import importlib
 
 _MODULES = ["demo", "mechanism", "approximation", "geometry", "relaxations", "peak_map", "probes",
-            "fig3_trained", "phase_transition", "memorization"]
+            "fig3_trained", "phase_transition", "memorization", "mlp_memorization"]
 
 for _name in _MODULES:
     try:
