@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from molrg.sweep import expand_grid, load_points, parse_grids, point_key, run_sweep, sweepables
+from molrg.sweep import _chunks, expand_grid, load_points, parse_grids, point_key, run_sweep, sweepables
 
 SMALL = {"num_samples": 64, "n": 12, "K": 2, "d": 3}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +34,19 @@ def test_grid_expansion_and_validation():
         expand_grid(sw, {"d": ["20"]}, SMALL)
     with pytest.raises(ValueError, match="sweep: unknown study"):
         run_sweep("nope", {})
+
+
+def test_chunks_have_one_size_per_group():
+    for n, batch, ndev in [(300, 256, 1), (9, 256, 4), (257, 256, 2), (5, 1, 2), (12, 5, 1)]:
+        calls = list(_chunks(list(range(n)), batch, ndev))
+        sizes = {len(padded) for _, padded in calls}
+        assert len(sizes) == 1, (n, batch, ndev, sizes)  # one compiled shape per group
+        size = sizes.pop()
+        assert size % ndev == 0 and size <= max(ndev, batch)
+        assert [x for chunk, _ in calls for x in chunk] == list(range(n))  # each point once, in order
+        assert len(calls) == -(-n // max(ndev, (batch // ndev) * ndev))  # no more calls than needed
+        for chunk, padded in calls:
+            assert padded[:len(chunk)] == chunk and set(padded[len(chunk):]) <= {chunk[-1]}
 
 
 def test_grouped_vmapped_equals_loop_and_resumes(tmp_path):
@@ -73,7 +86,8 @@ def test_sharded_over_virtual_devices_matches_one_device(tmp_path):
                         devices=jax.devices()[:1], verbose=False)
         print(json.dumps([[x["snr"] for x in r["rows"]], [x["snr"] for x in one["rows"]]]))
     """
-    res = _run_py(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    # Virtual CPU devices, also on a GPU/TPU host.
+    res = _run_py(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
     assert res.returncode == 0, res.stderr[-3000:]
     four, one = json.loads(res.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(four, one, rtol=1e-12)

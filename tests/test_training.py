@@ -106,7 +106,9 @@ def test_orthonormality_preserved_and_determinism(net, x_train):
 
 def test_checkpoint_resume_equals_one_go(net, x_train, tmp_path):
     whole = train(net, x_train, seed=3, steps=STEPS, learning_rate=0.01)
-    for first in (STEPS // 2,):  # 120 = 3 epochs of 37 steps + 9: resumes mid-epoch
+    # 120 = 3 epochs of 37 steps + 9: resumes mid-epoch; 74 = 2 epochs: resumes at an epoch
+    # boundary, where the first step's permutation is the one drawn before the loop
+    for first in (STEPS // 2, 74):
         a = train(net, x_train, seed=3, steps=first, learning_rate=0.01)
         path = tmp_path / f"ck_{first}.npz"
         save_checkpoint(path, a.params, a.opt_state, a.step, {"seed": 3, "lr": 0.01})
@@ -244,6 +246,7 @@ def test_mlp_trains_in_float32(mix, x_train):
 _SHARDED_SCRIPT = textwrap.dedent("""
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"  # virtual CPU devices, also on a GPU/TPU host
     import jax, numpy as np
     jax.config.update("jax_enable_x64", True)
     import molrg
