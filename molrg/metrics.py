@@ -661,7 +661,7 @@ def linear_probe(
     l2: float = 1e-3,
     steps: int = 300,
     memory_size: int = 10,
-    gtol: float = 1e-9,
+    gtol: float | None = None,
 ) -> LinearProbe:
     """Linear probe: multinomial logistic regression with L2 on standardised features.
 
@@ -687,8 +687,11 @@ def linear_probe(
         at infinity and the loss only approaches 0.
       steps: maximum number of L-BFGS iterations (static), >= 1.
       memory_size: L-BFGS history length (static), >= 1.
-      gtol: gradient-norm tolerance for stopping, >= 0. The default suits float64; in float32
-        the gradient rarely gets that small and the fit simply runs all `steps`.
+      gtol: gradient-norm tolerance for stopping, >= 0. Default: 1e-9 for float64 features,
+        1e-5 otherwise. float32 cannot reach 1e-9: its fits then ran all `steps`, each L-BFGS
+        step at the rounding floor costing many line-search evaluations (measured: 300 steps on
+        six (3000, 128) float32 problems took 31 s; with 1e-5 they stop after 15 steps in
+        0.25 s with the same loss to 7 digits and the same accuracies).
 
     Returns:
       `LinearProbe`; check `grad_norm` for convergence.
@@ -697,13 +700,15 @@ def linear_probe(
     for name, value in (("steps", steps), ("memory_size", memory_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}: must be an int >= 1, got {value!r}")
-    for name, value in (("l2", l2), ("gtol", gtol)):
+    for name, value in (("l2", l2), ("gtol", 0.0 if gtol is None else gtol)):
         if _is_concrete(value) and not (np.isfinite(value) and value >= 0):
             raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
     train_features, train_labels, test_features, test_labels = _check_split(
         train_features, train_labels, test_features, test_labels, num_classes
     )
     dtype = train_features.dtype
+    if gtol is None:
+        gtol = 1e-9 if dtype == jnp.float64 else 1e-5
     return _fit_linear_probe(
         train_features,
         train_labels,
