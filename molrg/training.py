@@ -90,18 +90,46 @@ class DDPMNoise:
 
     Default: P1's T = 500, betas 1e-4..0.02. Evaluation levels: P1's timesteps
     (:data:`molrg.schedules.PAPER_TIMESTEPS`).
+
+    ``weighting="edm"`` draws ``t`` with probability proportional to EDM's loss weight
+    ``lambda(sigma_t) = 1 / sigma_t^2 + 1 / sigma_data^2`` (Karras et al. 2022, the
+    ``1 / c_out^2`` of :class:`molrg.networks.MLPDenoiser`'s preconditioning) instead.
+    Importance sampling: the unweighted loss's expected gradient is then that of the
+    ``lambda``-weighted loss over uniform ``t`` (up to a constant factor), with no heavy
+    per-sample weights. P1's own loss is ``"uniform"``.
     """
 
     schedule: DDPMLinear = DDPMLinear()
+    weighting: str = "uniform"
+    sigma_data: float = 0.5
+
+    def __post_init__(self):
+        if self.weighting not in ("uniform", "edm"):
+            fail("weighting", f"must be 'uniform' or 'edm'; got {self.weighting!r}")
+        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            fail("sigma_data", f"must be finite and > 0; got {self.sigma_data!r}")
+
+    def probabilities(self) -> np.ndarray:
+        """``P(t)`` for ``t = 0..T-1`` (float64, sums to 1)."""
+        T = self.schedule.T
+        if self.weighting == "uniform":
+            return np.full(T, 1.0 / T)
+        w = 1.0 / np.square(self.schedule.sigmas) + 1.0 / self.sigma_data**2
+        return w / w.sum()
 
     def from_normal(self, z: Array) -> tuple[Array, Array]:
         """``(sigma, scale)`` from standard normals ``z`` by inverse transform.
 
-        ``t = floor(Phi(z) T)`` is uniform on ``{0, ..., T-1}``; ``(sigma, scale)`` are
+        ``t = floor(Phi(z) T)`` is uniform on ``{0, ..., T-1}`` (``"edm"``: the first
+        ``t`` whose cumulative probability exceeds ``Phi(z)``); ``(sigma, scale)`` are
         read from the float64 tables cast to ``z``'s dtype.
         """
         T = self.schedule.T
-        t = jnp.clip(jnp.floor(jax.scipy.special.ndtr(z) * T).astype(jnp.int32), 0, T - 1)
+        if self.weighting == "uniform":
+            t = jnp.clip(jnp.floor(jax.scipy.special.ndtr(z) * T).astype(jnp.int32), 0, T - 1)
+        else:
+            cdf = jnp.asarray(np.cumsum(self.probabilities()), z.dtype)
+            t = jnp.clip(jnp.searchsorted(cdf, jax.scipy.special.ndtr(z), side="right"), 0, T - 1)
         sigmas = jnp.asarray(self.schedule.sigmas, z.dtype)
         scales = jnp.asarray(np.sqrt(self.schedule.alphas_cumprod), z.dtype)
         return sigmas[t], scales[t]
