@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import datetime
 import json
 import os
@@ -56,6 +57,31 @@ class Experiment:
     plot: Callable
     quick: dict = dataclasses.field(default_factory=dict)
     paper: str = ""  # which paper figure/claim it reproduces
+
+
+def memoized_run(run):
+    """Memoise an experiment's ``run(cfg, verbose)`` per config within one process.
+
+    ``molrg reproduce`` runs ``molrg check`` before the experiments; a check whose full-mode
+    claim needs exactly an experiment's default run (the same frozen config, the same seeds,
+    the same program) then leaves it to the experiment to reuse instead of training the same
+    networks twice. Configs are frozen dataclasses, so equal configs hash equal; a different
+    config (any override) runs afresh. ``wrapper.memo`` holds the cache.
+    """
+    memo: dict = {}
+
+    @functools.wraps(run)
+    def wrapper(cfg, verbose: bool = True):
+        if cfg in memo:
+            if verbose:
+                print("  reusing the results computed for this exact config earlier in this "
+                      "process (by molrg check)", flush=True)
+            return memo[cfg]
+        memo[cfg] = res = run(cfg, verbose)
+        return res
+
+    wrapper.memo = memo
+    return wrapper
 
 
 def register(name: str, *, summary: str, config, run, plot, quick=None, paper: str = ""):

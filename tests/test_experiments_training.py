@@ -30,7 +30,7 @@ def test_quick_run_writes_everything(run):
     with open(os.path.join(path, "manifest.json")) as fh:
         manifest = json.load(fh)
     assert manifest["experiment"] == "fig3_trained" and manifest["quick"] is True
-    for stem in ("fig3_trained_snr", "fig3_trained_probe", "fig3_trained_excess_mse"):
+    for stem in ("fig3_trained_snr", "fig3_trained_probe", "fig3_trained_excess_mse", "networks_compare"):
         for ext in ("png", "pdf"):
             assert os.path.getsize(os.path.join(figs, f"{stem}.{ext}")) > 1000
 
@@ -47,13 +47,21 @@ def test_quick_results_are_consistent(run):
         # The optimal denoiser is the MMSE: no network beats it by more than sampling noise.
         for c in f3.CURVES_MSE:
             assert r[f"excess_mse_{c}"] > -0.05 * r["bayes_mse"], (c, r)
-        for c in f3.CURVES_PROBE:
+        for c in f3.representations(3):
             assert 0.0 <= r[f"probe_{c}"] <= 1.0
+            assert r[f"fsnr_{c}"] > 0 and np.isfinite(r[f"fsnr_{c}_std"])
         assert r["kl_posterior_lowrank"] >= -1e-6
         assert r["snr_optimal"] > 0 and r["snr_approx"] > 0
     assert 0 <= sc["subspace_error"] <= np.sqrt(2 * 3 * 5) + 1e-6
-    assert set(sc["verdicts"]) >= {"snr_lowrank", "snr_optimal", "snr_mlp", "snr_linear", "snr_approx",
-                                   "probe_lowrank_h", "probe_optimal_out", "probe_mlp_hidden"}
+    reps = f3.representations(3)
+    assert sc["representations"] == list(reps) == ["lowrank_h", "optimal_out", "linear_h", "mlp_hidden_1",
+                                                  "mlp_hidden_2", "mlp_hidden_3"]
+    assert set(sc["verdicts"]) >= ({"snr_lowrank", "snr_optimal", "snr_mlp", "snr_linear", "snr_approx"}
+                                   | {f"fsnr_{c}" for c in reps} | {f"probe_{c}" for c in reps})
+    assert sc["mlp"]["film"] is True and sc["mlp"]["weighting"] == "edm"
+    assert abs(sc["mlp"]["sigma_data"] - 0.33) < 0.02  # the data's per-coordinate std, not EDM's 0.5
+    # A linear map of x_t cannot separate zero-mean classes: its probe stays near chance (1/3).
+    assert all(r["probe_linear_h"] < 0.5 for r in rows)
     # Theorem-1 curve has an interior peak in this setting (THEORY 6).
     assert sc["verdicts"]["snr_approx"]["verdict"] == "interior peak"
 
@@ -61,10 +69,11 @@ def test_quick_results_are_consistent(run):
 @pytest.mark.parametrize("field,value", [
     ("d", 20), ("delta", 0.0), ("delta", 1.0), ("epochs", 0), ("num_test_sets", 1),
     ("test_size", 0), ("probe_train", 20_000), ("batch_size", 0), ("learning_rate", 0.0), ("K", 1),
+    ("mlp_weighting", "none"), ("mlp_sigma_data", 0.0),
 ])
 def test_config_validation(field, value):
     cfg = dataclasses.replace(f3.Fig3TrainedConfig(), **{field: value})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^{field.split('_')[0]}"):
         cfg.validate()
 
 
@@ -75,7 +84,7 @@ def test_default_config_is_valid_and_paper_steps():
 
 def test_check_returns_claims(run):
     claims = check_training.fig3_trained_claims(True)
-    assert len(claims) == 4
+    assert len(claims) == 5
     for c in claims:
         assert isinstance(c, Claim) and isinstance(c.passed, bool)
         assert c.measured and c.tolerance and "reduced training" in c.statement

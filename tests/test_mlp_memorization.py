@@ -195,15 +195,16 @@ def test_quick_run_writes_results_and_figures(tmp_path):
     assert seconds < 60, seconds  # target < 30 s; generous for a loaded 2-core machine
 
 
-def test_run_is_memoised_per_config(monkeypatch):
+def test_run_is_memoised_per_config():
     """molrg reproduce trains the check's models once: equal configs reuse, others retrain."""
     from molrg.experiments import mlp_memorization as mm
+    from molrg.runner import memoized_run
 
+    assert hasattr(mm.run, "memo")  # the experiment's run goes through the memo
     calls = []
-    monkeypatch.setattr(mm, "_MEMO", {})
-    monkeypatch.setattr(mm, "_run", lambda cfg, verbose: calls.append(cfg) or object())
-    a = mm.run(mm.MLPMemorizationConfig(), verbose=False)
-    b = mm.run(mm.MLPMemorizationConfig(), verbose=False)
-    c = mm.run(mm.MLPMemorizationConfig(num_test=300), verbose=False)
+    run = memoized_run(lambda cfg, verbose: calls.append(cfg) or object())
+    a = run(mm.MLPMemorizationConfig(), verbose=False)
+    b = run(mm.MLPMemorizationConfig(), verbose=False)
+    c = run(mm.MLPMemorizationConfig(num_test=300), verbose=False)
     assert a is b and c is not a
     assert len(calls) == 2

@@ -81,7 +81,7 @@ import molrg
 from molrg import metrics
 from molrg.memorization import distance_to_union, mixture_log_likelihood, nearest_neighbors
 from molrg.networks import MLPDenoiser
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.runner import Progress, Results, load_results, memoized_run, register, save_figure
 from molrg.sampling import ddpm_ancestral, default_timesteps, draw_noises
 from molrg.schedules import PAPER_TIMESTEPS, DDPMLinear, paper_timestep_sigmas
 from molrg.training import train_ensemble
@@ -340,9 +340,7 @@ def exact_curve(mix, x0, labels, eps, sigmas, scales) -> tuple[np.ndarray, np.nd
 # ------------------------------------------------------------------------------------------
 # The experiment.
 # ------------------------------------------------------------------------------------------
-_MEMO: dict = {}
-
-
+@memoized_run
 def run(cfg: MLPMemorizationConfig, verbose: bool = True) -> Results:
     """Trains and measures every model of ``cfg``; memoised per config within a process.
 
@@ -351,13 +349,7 @@ def run(cfg: MLPMemorizationConfig, verbose: bool = True) -> Results:
     the same networks (the same seeds, the same program) a second time.
     """
     cfg.validate()
-    if cfg in _MEMO:
-        if verbose:
-            print("  reusing the models trained for this exact config earlier in this process "
-                  "(by molrg check)", flush=True)
-        return _MEMO[cfg]
-    _MEMO[cfg] = res = _run(cfg, verbose)
-    return res
+    return _run(cfg, verbose)
 
 
 def _run(cfg: MLPMemorizationConfig, verbose: bool) -> Results:
