@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _timing  # noqa: E402
 
 import molrg  # noqa: E402
+from molrg._precision import full_precision  # noqa: E402
 from molrg.empirical import _stream  # noqa: E402
 
 SHAPES = [(8192, 256, 8, 16), (2048, 784, 10, 16), (16384, 128, 4, 8), (4096, 50, 3, 5)]
@@ -32,6 +33,7 @@ LARGE = SHAPES[:3]
 
 
 @jax.jit
+@full_precision  # the same float32 precision as molrg's exact path (matters on GPU/TPU only)
 def _bare(x, U):
     return (x @ U) @ U.T
 
@@ -68,6 +70,7 @@ def bench_exact(shapes, repeats):
 
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
+@full_precision
 def _bare_chunked(train, x, chunk):
     full = train.shape[0] // chunk
 

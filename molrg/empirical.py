@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from molrg._precision import full_precision
 from molrg._checks import check_finite, check_noise_level, check_points, fail
 
 Array = jax.Array
@@ -41,6 +42,7 @@ def _update(x, inv_two_var, carry, Y):
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
+@full_precision
 def _stream(train_x, x, sigma, scale, chunk_size):
     N, n = train_x.shape
     B = x.shape[0]

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from molrg._precision import full_precision
 from molrg._checks import check_finite, check_points, fail, is_concrete
 from molrg.mixture import MoLRG, geometry
 
@@ -106,6 +107,7 @@ def _chunk_top2(x, carry, Y, offset):
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
+@full_precision
 def _nearest(train, x, chunk_size):
     N = train.shape[0]
     B = x.shape[0]
@@ -222,6 +224,7 @@ def distance_to_union(samples, mix: MoLRG, *, return_class: bool = False):
 
 
 @jax.jit
+@full_precision
 def _union_distances(mix, x):
     dists = []
     for k, U in enumerate(mix.bases):
@@ -305,6 +308,7 @@ def mixture_log_likelihood(samples, mix: MoLRG, sigma=None, scale=1.0) -> Array:
 
 
 @jax.jit
+@full_precision
 def _log_likelihood(mix, x, sigma, scale):
     dtype = x.dtype
     W, Q, v, sizes, m = geometry(mix, dtype)

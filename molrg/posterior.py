@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from molrg._precision import full_precision
 from molrg._checks import check_noise_level, check_points, fail
 from molrg.mixture import MoLRG, geometry
 
@@ -179,6 +180,7 @@ def _assemble(mix, x, scale, analysed, log_w, which):
 
 
 @functools.partial(jax.jit, static_argnames=("which",))
+@full_precision
 def _compute(mix, x, sigma, scale, which):
     """The whole computation as one compiled program (validation happens outside)."""
     dtype = x.dtype

@@ -72,7 +72,11 @@ def test_memory_does_not_grow_with_training_set_size():
 
     small, big = temp_bytes(10_240), temp_bytes(1_024_000)
     assert big <= small * 1.01 + 4096, (small, big)
-    assert big < 10 * 2**20  # a few MB for batch 256 x chunk 1024
+    # A few MB for batch 256 x chunk 1024 on CPU. GPUs add a fixed library workspace for
+    # full-precision float32 products (measured 35 MB on an H200, also flat in N), so the
+    # absolute bound is the CPU one; the flatness above is the property on every backend.
+    limit = 10 * 2**20 if jax.default_backend() == "cpu" else 64 * 2**20
+    assert big < limit, big
 
 
 def test_validation(data):

@@ -132,10 +132,13 @@ def test_float32_within_tolerance(mix):
     net = LowRankDenoiser(N, K, D, delta=0.3)
     p64 = net.init(jax.random.key(0))
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p64)
+    # Networks keep JAX's default matmul precision (TF32 on GPUs, a user's speed choice);
+    # this test is about float32 arithmetic itself, so it asks for full float32 products.
     for sigma in (0.01, 0.5, 20.0):
         _, _, _, xt = _noisy(mix, 30, sigma, 0.8)
         o64 = net.apply(p64, xt, sigma, 0.8)
-        o32 = net.apply(p32, xt.astype(jnp.float32), sigma, 0.8)
+        with jax.default_matmul_precision("highest"):
+            o32 = net.apply(p32, xt.astype(jnp.float32), sigma, 0.8)
         assert o32.dtype == jnp.float32
         assert np.max(np.abs(np.asarray(o32, np.float64) - o64)) < 1e-4 * max(1.0, float(np.max(np.abs(o64))))
 
@@ -353,3 +356,82 @@ def test_bad_input_raises_named_errors(mix):
         fit_linear(jnp.ones(5))
     with pytest.raises(ValueError, match="^a:"):
         polar(jnp.ones((2, 3)))
+
+
+# ----------------------------------------------------------------------------------------
+# MLP with FiLM conditioning, against an independent NumPy forward pass.
+# ----------------------------------------------------------------------------------------
+def _gelu_np(v):
+    from scipy.special import erf
+    return 0.5 * v * (1.0 + erf(v / np.sqrt(2.0)))
+
+
+def _mlp_reference(net, params, xt, sigma, scale):
+    """MLPDenoiser's forward pass written out in NumPy (class docstring's formulas)."""
+    p = jax.tree.map(np.asarray, params)
+    y = np.asarray(xt) / scale
+    sd = net.sigma_data
+    c_in = 1.0 / np.sqrt(sigma**2 + sd**2)
+    c_skip = sd**2 / (sigma**2 + sd**2)
+    c_out = sigma * sd / np.sqrt(sigma**2 + sd**2)
+    freqs = np.geomspace(1.0, net.max_freq, net.embed_dim // 2)
+    u = np.log(sigma) * freqs
+    emb = np.broadcast_to(np.concatenate([np.sin(u), np.cos(u)]), (y.shape[0], net.embed_dim))
+    cond = _gelu_np(emb @ p["embed"]["w"] + p["embed"]["b"]) if net.film else None
+
+    def mod(pre, i):
+        if not net.film:
+            return pre
+        gb = cond @ p["film"][i]["w"] + p["film"][i]["b"]
+        return pre * (1.0 + gb[:, :net.width]) + gb[:, net.width:]
+
+    h = _gelu_np(mod(np.concatenate([c_in * y, emb], axis=1) @ p["input"]["w"] + p["input"]["b"], 0))
+    for i, blk in enumerate(p["blocks"]):
+        h = h + _gelu_np(mod(h @ blk["w"] + blk["b"], i + 1))
+    return c_skip * y + c_out * (h @ p["output"]["w"] + p["output"]["b"])
+
+
+def test_mlp_film_matches_numpy_reference_and_starts_as_concat_net(mix):
+    net = MLPDenoiser(N, width=24, depth=3, embed_dim=8, sigma_data=0.37, film=True)
+    params = net.init(jax.random.key(3))
+    assert sorted(params) == ["blocks", "embed", "film", "input", "output"] and len(params["film"]) == 3
+    _, _, _, xt = _noisy(mix, 12, 0.3, 0.9)
+    # At initialisation the FiLM maps are zero: exactly the concat network with the shared weights.
+    plain = MLPDenoiser(N, width=24, depth=3, embed_dim=8, sigma_data=0.37)
+    shared = {k: params[k] for k in ("input", "blocks", "output")}
+    np.testing.assert_allclose(net.apply(params, xt, 0.3, 0.9), plain.apply(shared, xt, 0.3, 0.9), atol=1e-14)
+    # Random FiLM maps: the modulation is live and matches the NumPy forward pass.
+    keys = jax.random.split(jax.random.key(4), 3)
+    film = [{"w": 0.3 * jax.random.normal(k, (24, 48), jnp.float64),
+             "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (48,), jnp.float64)} for k in keys]
+    params = dict(params, film=film)
+    out = net.apply(params, xt, 0.3, 0.9)
+    np.testing.assert_allclose(out, _mlp_reference(net, params, xt, 0.3, 0.9), rtol=1e-10, atol=1e-12)
+    assert float(jnp.max(jnp.abs(out - plain.apply(shared, xt, 0.3, 0.9)))) > 1e-3
+    np.testing.assert_allclose(plain.apply(shared, xt, 0.3, 0.9),
+                               _mlp_reference(plain, shared, xt, 0.3, 0.9), rtol=1e-10, atol=1e-12)
+    # Per-sample levels agree with scalar ones; FiLM params are validated.
+    per = net.apply(params, xt, jnp.full((12,), 0.3), jnp.full((12,), 0.9))
+    np.testing.assert_allclose(per, out, atol=1e-13)
+    with pytest.raises(ValueError, match="^params"):
+        net.apply(shared, xt, 0.3, 0.9)
+    with pytest.raises(ValueError, match="^params"):
+        plain.apply(params, xt, 0.3, 0.9)
+
+
+def test_mlp_skip_is_the_gaussian_mmse_of_sigma_data():
+    # EDM's c_skip * y is the MMSE estimate of x0 from y = x0 + sigma eps when x0 ~ N(0, sigma_data^2 I),
+    # and c_out^2 is its error variance: check both by Monte Carlo regression (independent of the code).
+    sd, sigma = 0.33, 0.2
+    net = MLPDenoiser(4, width=8, depth=1, embed_dim=4, sigma_data=sd)
+    params = net.init(jax.random.key(0))
+    zero = dict(params, output=jax.tree.map(jnp.zeros_like, params["output"]))
+    rng = np.random.default_rng(0)
+    x0 = sd * rng.normal(size=(200_000, 4))
+    y = x0 + sigma * rng.normal(size=x0.shape)
+    slope = np.sum(x0 * y) / np.sum(y * y)  # least-squares E[x0 | y] = slope * y
+    c_skip = float(net.apply(zero, jnp.ones((1, 4)), sigma)[0, 0])
+    assert abs(c_skip - slope) < 4 * 0.003, (c_skip, slope)  # slope's std error ~ 1e-3
+    c_out2 = (sigma * sd) ** 2 / (sigma**2 + sd**2)
+    resid = np.mean((x0 - c_skip * y) ** 2)
+    assert abs(resid / c_out2 - 1.0) < 0.01
