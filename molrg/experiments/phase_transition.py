@@ -137,11 +137,12 @@ def pca(x: Array, weights: Array, cols: Array) -> Array:
     order = jnp.argsort(weights <= 0, stable=True)
     x, weights = x[order], weights[order]
     q, r = jnp.linalg.qr((jnp.sqrt(weights)[:, None] * x).T)
-    # Forming q (LAPACK orgqr) and the eigh below are independent, so XLA:CPU may run them
-    # side by side, and two concurrent batched LAPACK calls deadlock jaxlib 0.10 on 2 cores
-    # (seen in `molrg reproduce`: orgqr and syevd both waiting for the same thread pool).
-    # The barrier makes the eigh wait for q.
-    q, r = jax.lax.optimization_barrier((q, r))
+    # Forming q (LAPACK orgqr) and the eigh below are otherwise independent, so XLA:CPU may
+    # run them side by side, and two concurrent batched LAPACK calls deadlock jaxlib 0.10 on
+    # 2 cores (seen twice in `molrg run phase_transition`: orgqr and syevd both waiting for
+    # the same two-thread pool). A real data dependency orders them (an optimization barrier
+    # does not: XLA drops it before execution); numerically the identity.
+    r = jnp.where(jnp.isnan(q[0, 0]), jnp.nan, r)
     _, vecs = jnp.linalg.eigh(r @ r.T)
     return (q @ vecs[:, ::-1][:, :d_max]) * cols[None, :]
 
