@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -21,6 +22,14 @@ def is_concrete(*values: Any) -> bool:
         if isinstance(leaf, jax.core.Tracer):
             return False
     return True
+
+
+def as_float(x: Any) -> jax.Array:
+    """``x`` as a jnp array; integer input becomes the default float dtype (float64 under x64)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    return x
 
 
 def fail(name: str, rule: str) -> None:

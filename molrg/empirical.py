@@ -24,7 +24,7 @@ import numpy as np
 from jax import lax
 
 from molrg._precision import full_precision
-from molrg._checks import check_finite, check_noise_level, check_points, fail
+from molrg._checks import as_float, check_finite, check_noise_level, check_points, fail
 
 Array = jax.Array
 
@@ -88,9 +88,7 @@ def empirical_denoise(train_x, x_t, sigma, scale=1.0, *, chunk_size: int = 2048)
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         fail("chunk_size", f"must be a positive integer; got {chunk_size!r}")
     check_finite("train_x", train_x)
-    x = jnp.asarray(x_t)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    x = as_float(x_t)
     dtype = x.dtype
     flat = x.reshape(-1, n)
 

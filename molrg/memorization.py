@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from molrg._precision import full_precision
-from molrg._checks import check_finite, check_points, fail, is_concrete
+from molrg._checks import as_float, check_finite, check_points, fail, is_concrete
 from molrg.mixture import MoLRG, geometry
 
 Array = jax.Array
@@ -59,9 +59,7 @@ def _float(name: str, x, ndim: int) -> Array:
     if np.ndim(x) != ndim:
         fail(name, f"must be {ndim}-D; got shape {np.shape(x)}")
     check_finite(name, x)
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    x = as_float(x)
     return x
 
 
@@ -212,9 +210,7 @@ def distance_to_union(samples, mix: MoLRG, *, return_class: bool = False):
     """
     _check_mix(mix)
     check_points("samples", samples, mix.n)
-    x = jnp.asarray(samples)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    x = as_float(samples)
     batch = x.shape[:-1]
     dist = _union_distances(mix, x.reshape(-1, mix.n))
     out = jnp.min(dist, axis=-1).reshape(batch)
@@ -294,9 +290,7 @@ def mixture_log_likelihood(samples, mix: MoLRG, sigma=None, scale=1.0) -> Array:
         if np.any(c <= 0):
             fail("sigma", "must be > 0 when the mixture has no ambient noise (noise = 0): the "
                  f"density of x_0 is singular there; use e.g. sigma = {SINGULAR_SIGMA}")
-    x = jnp.asarray(samples)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    x = as_float(samples)
     dtype = x.dtype
 
     def per_sample(v):

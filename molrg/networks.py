@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from molrg._checks import check_noise_level, check_points, fail, is_concrete
+from molrg._checks import as_float, check_noise_level, check_points, fail, is_concrete
 
 Array = jax.Array
 
@@ -615,9 +615,7 @@ def fit_linear(x0_train, *, rank: int | None = None) -> dict:
         _check_int("rank", rank)
         if rank > n:
             fail("rank", f"must be <= n = {n}; got {rank}")
-    x = jnp.asarray(x0_train)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    x = as_float(x0_train)
     if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         fail("x0_train", "must contain only finite values")
     mean = jnp.mean(x, axis=0)

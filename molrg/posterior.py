@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from molrg._precision import full_precision
-from molrg._checks import check_noise_level, check_points, fail
+from molrg._checks import as_float, check_noise_level, check_points, fail
 from molrg.mixture import MoLRG, geometry
 
 Array = jax.Array
@@ -53,9 +53,7 @@ def _prepare(mix, x_t, sigma, scale):
     batch_shape = tuple(np.shape(x_t)[:-1])
     check_noise_level("sigma", sigma, batch_shape)
     check_noise_level("scale", scale, batch_shape)
-    x = jnp.asarray(x_t)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    x = as_float(x_t)
     dtype = x.dtype
     x = x.reshape(-1, mix.n)
 

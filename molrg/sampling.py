@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from molrg._checks import check_finite, check_positive, fail, is_concrete
+from molrg._checks import as_float, check_finite, check_positive, fail, is_concrete
 from molrg.schedules import DDPMLinear, edm_sigmas
 
 Array = jax.Array
@@ -92,15 +92,23 @@ def _check_denoiser(denoiser) -> None:
              f"{type(denoiser).__name__}")
 
 
+def _vp_setup(denoiser, x_T, schedule, timesteps):
+    """The shared checks of the VP samplers: ``(schedule, x_T, timesteps, num_steps)``."""
+    _check_denoiser(denoiser)
+    schedule = DDPMLinear() if schedule is None else schedule
+    _check_schedule(schedule)
+    x = _float_state("x_T", x_T)
+    timesteps = _check_timesteps(schedule, timesteps)
+    return schedule, x, timesteps, int(np.shape(timesteps)[0])
+
+
 def _float_state(name: str, x) -> Array:
     """The sampler state ``(B, n)`` as a floating array."""
     shape = np.shape(x)
     if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
         fail(name, f"must have shape (batch, n); got shape {shape}")
     check_finite(name, x)
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros((), dtype=float).dtype)
+    x = as_float(x)
     return x
 
 
@@ -241,12 +249,7 @@ def ddpm_ancestral(denoiser: Denoiser, x_T, noises, schedule: DDPMLinear | None 
       >>> x_T, noises = draw_noises(jax.random.key(0), 100, mix.n, 500)
       >>> x0 = jax.jit(lambda a, z: ddpm_ancestral(den, a, z))(x_T, noises)
     """
-    _check_denoiser(denoiser)
-    schedule = DDPMLinear() if schedule is None else schedule
-    _check_schedule(schedule)
-    x = _float_state("x_T", x_T)
-    timesteps = _check_timesteps(schedule, timesteps)
-    num_steps = int(np.shape(timesteps)[0])
+    schedule, x, timesteps, num_steps = _vp_setup(denoiser, x_T, schedule, timesteps)
     noises = _check_noises(noises, num_steps, x)
     tab = _vp_table(schedule, timesteps, x.dtype)
 
@@ -278,12 +281,7 @@ def ddim(denoiser: Denoiser, x_T, schedule: DDPMLinear | None = None, timesteps=
     Returns:
       ``(B, n)`` samples (and the ``(num_steps, B, n)`` trajectory).
     """
-    _check_denoiser(denoiser)
-    schedule = DDPMLinear() if schedule is None else schedule
-    _check_schedule(schedule)
-    x = _float_state("x_T", x_T)
-    timesteps = _check_timesteps(schedule, timesteps)
-    num_steps = int(np.shape(timesteps)[0])
+    schedule, x, timesteps, num_steps = _vp_setup(denoiser, x_T, schedule, timesteps)
     if np.shape(eta) != ():
         fail("eta", f"must be a scalar; got shape {np.shape(eta)}")
     if is_concrete(eta):
