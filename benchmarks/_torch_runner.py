@@ -11,7 +11,6 @@ Timing: sample-steps per second after a warm-up of 50 steps.
 
 import argparse
 import json
-import math
 import time
 
 import numpy as np

@@ -2,7 +2,6 @@
 independent references, and an end-to-end quick run."""
 
 import dataclasses
-import functools
 import os
 import time
 
