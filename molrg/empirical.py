@@ -24,7 +24,7 @@ import numpy as np
 from jax import lax
 
 from molrg._precision import full_precision
-from molrg._checks import as_float, check_finite, check_noise_level, check_points, fail
+from molrg._validate import as_float, check_finite, check_noise_level, check_points, fail
 
 Array = jax.Array
 

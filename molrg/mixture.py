@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from molrg._checks import check_positive, fail, is_concrete
+from molrg._validate import check_positive, fail, is_concrete
 
 Array = jax.Array
 

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from molrg._checks import as_float, check_noise_level, check_points, fail, is_concrete
+from molrg._validate import as_float, check_noise_level, check_points, fail, is_concrete
 
 Array = jax.Array
 

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from molrg._precision import full_precision
-from molrg._checks import as_float, check_noise_level, check_points, fail
+from molrg._validate import as_float, check_noise_level, check_points, fail
 from molrg.mixture import MoLRG, geometry
 
 Array = jax.Array

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from molrg._checks import as_float, check_finite, check_positive, fail, is_concrete
+from molrg._validate import as_float, check_finite, check_positive, fail, is_concrete
 from molrg.schedules import DDPMLinear, edm_sigmas
 
 Array = jax.Array

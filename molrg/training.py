@@ -59,7 +59,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from molrg._checks import check_positive, fail, is_concrete
+from molrg._validate import check_positive, fail, is_concrete
 from molrg.mixture import MoLRG
 from molrg.posterior import denoise
 from molrg.schedules import PAPER_SIGMAS, PAPER_TIMESTEPS, DDPMLinear

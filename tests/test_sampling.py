@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import molrg
-from molrg import memorization as M
+from molrg import sample_quality as M
 from molrg import sampling as S
 from molrg.schedules import DDPMLinear, edm_sigmas
 

@@ -17,7 +17,7 @@ from molrg import metrics
 from molrg.checks import Claim
 from molrg.experiments import memorization as mem
 from molrg.experiments import phase_transition as pt
-from molrg.memorization import subspace_recovery_error
+from molrg.sample_quality import subspace_recovery_error
 from molrg.networks import SubspaceDenoiser
 from molrg.runner import load_results, run_experiment
 from molrg.sweep import run_sweep

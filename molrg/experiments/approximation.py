@@ -26,7 +26,7 @@ import numpy as np
 import molrg
 from molrg.experiments.mechanism import (approx_curve, exact_curve, grid_peak, local_maxima, plain_log_ticks,
                                         sampled_snr)
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 
 _PANELS = ("n", "d", "K", "delta")
 
@@ -260,10 +260,12 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return paths + save_figure(fig, fig_dir, "approximation_gap")
 
 
-register("approximation", summary="Theorem-1 approximate vs exact SNR, varying n, d, K, delta; the gap at the peak",
+EXPERIMENT = Experiment(name="approximation", summary="Theorem-1 approximate vs exact SNR, varying n, d, K, delta; the gap at the peak",
          config=ApproximationConfig(), run=run, plot=plot,
          # Quick: P1's Fig. 3 model (so the quadrature and the sampling program are the ones the
          # mechanism experiment compiles) with one value per panel and two detail levels.
          quick={"n": 50, "K": 3, "delta": 0.2, "ns": (50,), "ds": (5,), "Ks": (3,), "deltas": (0.2, 0.3),
                 "num_sigmas": 64, "num_samples": 4000, "sampled_sigmas": 6},
          paper="P1 Fig. 14 (approximation vs exact SNR)")
+
+SWEEPABLES = ()

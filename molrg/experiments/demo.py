@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import molrg
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,8 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return save_figure(fig, fig_dir, "demo")
 
 
-register("demo", summary="sample a MoLRG, denoise it exactly and by memorisation across noise levels",
+EXPERIMENT = Experiment(name="demo", summary="sample a MoLRG, denoise it exactly and by memorisation across noise levels",
          config=DemoConfig(), run=run, plot=plot,
          quick={"num_train": 500, "num_test": 1000}, paper="(sanity demo)")
+
+SWEEPABLES = ()

@@ -54,9 +54,9 @@ import numpy as np
 
 import molrg
 from molrg import metrics, theory
-from molrg.memorization import subspace_recovery_error
+from molrg.sample_quality import subspace_recovery_error
 from molrg.networks import LinearDenoiser, LowRankDenoiser, MLPDenoiser, fit_linear
-from molrg.runner import Progress, Results, load_results, memoized_run, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 from molrg.schedules import PAPER_TIMESTEPS, paper_timestep_sigmas
 from molrg.training import DDPMNoise, train
 
@@ -182,7 +182,6 @@ def _verdict(sig, arr):
             "peak_timestep": int(PAPER_TIMESTEPS[u.peak_index])}
 
 
-@memoized_run
 def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
     cfg.validate()
     t_start = time.perf_counter()
@@ -504,6 +503,8 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
 QUICK = {"num_train": 3000, "epochs": 2, "num_test_sets": 2, "test_size": 500, "probe_train": 500,
          "probe_steps": 50}
 
-register("fig3_trained", summary="P1 Fig. 3 with trained networks: SNR, feature SNR, probes, excess MSE vs noise",
+EXPERIMENT = Experiment(name="fig3_trained", summary="P1 Fig. 3 with trained networks: SNR, feature SNR, probes, excess MSE vs noise",
          config=Fig3TrainedConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 Fig. 3 (trained low-rank net, MLP and linear baseline vs optimal and Theorem 1)")
+
+SWEEPABLES = ()

@@ -24,7 +24,7 @@ import numpy as np
 
 import molrg
 from molrg.experiments.mechanism import sampled_snr
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 from molrg.schedules import DDPMLinear
 
 
@@ -144,6 +144,8 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return save_figure(fig, fig_dir, "geometry")
 
 
-register("geometry", summary="optimal denoiser outputs projected on the class axes, 2-D view, across DDPM timesteps",
+EXPERIMENT = Experiment(name="geometry", summary="optimal denoiser outputs projected on the class axes, 2-D view, across DDPM timesteps",
          config=GeometryConfig(), run=run, plot=plot, quick={"num_samples": 4000, "num_points": 600},
          paper="P1 Fig. 15 (posterior geometry)")
+
+SWEEPABLES = ()

@@ -32,7 +32,7 @@ import numpy as np
 import molrg
 from molrg import theory
 from molrg.metrics import snr_per_class, unimodality
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 from molrg.schedules import PAPER_TIMESTEPS, DDPMLinear
 
 Array = jax.Array
@@ -585,7 +585,9 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return save_figure(fig, fig_dir, "mechanism")
 
 
-register("mechanism", summary="exact vs Theorem-1 SNR of the optimal denoiser, denoising rate and class confidence",
+EXPERIMENT = Experiment(name="mechanism", summary="exact vs Theorem-1 SNR of the optimal denoiser, denoising rate and class confidence",
          config=MechanismConfig(), run=run, plot=plot,
          quick={"num_samples": 4000, "num_sigmas": 64, "confidence_draws": 2**13},
          paper="P1 Fig. 3 (optimal/approximate SNR) and Fig. 4 (mechanism)")
+
+SWEEPABLES = ()

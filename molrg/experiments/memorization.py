@@ -47,8 +47,7 @@ import numpy as np
 
 import molrg
 from molrg import metrics
-from molrg.runner import Results, load_results, register, save_figure
-from molrg.sweep import register_sweepable, run_sweep
+from molrg.study import Experiment, Results, load_results, run_sweep, save_figure, sweepable
 
 Array = jax.Array
 
@@ -192,7 +191,7 @@ def _point(cfg: MemorizationPoint, v):
             "snr_exact": snr_masked(exact, labels, ones, bases, cols)}
 
 
-register_sweepable(
+MEMORIZATION = sweepable(
     "memorization",
     summary="SNR of the memorising (empirical) denoiser, test and training inputs, vs the exact one",
     config=MemorizationPoint(),
@@ -223,7 +222,7 @@ def sweep_curves(*, n, K, d_values, N_values, sigmas, delta, seeds, num_test, nu
         if not Ns:
             continue
         per_point = N_max * (num_test + num_train_inputs)
-        res = run_sweep("memorization", {
+        res = run_sweep(MEMORIZATION, {
             "d": list(d_values), "N": Ns, "sigma": [float(s) for s in sigmas], "seed": list(seeds)},
             overrides={"n": n, "K": K, "d_max": d_max, "N_max": N_max,
                        "num_test": num_test, "num_train_inputs": num_train_inputs, "delta": delta},
@@ -420,7 +419,9 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
 
 QUICK = {"N_values": "16,64,512", "heatmap_d_values": "5", "num_seeds": 3}
 
-register("memorization",
+EXPERIMENT = Experiment(name="memorization",
          summary="memorising (empirical) denoiser: SNR curves vs N (test, training inputs), where the peak emerges",
          config=MemorizationConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 memorisation claim (Sec. on memorisation / early stopping), exact MoLRG version")
+
+SWEEPABLES = (MEMORIZATION,)

@@ -79,9 +79,9 @@ import numpy as np
 
 import molrg
 from molrg import metrics
-from molrg.memorization import distance_to_union, mixture_log_likelihood, nearest_neighbors
+from molrg.sample_quality import distance_to_union, mixture_log_likelihood, nearest_neighbors
 from molrg.networks import MLPDenoiser
-from molrg.runner import Progress, Results, load_results, memoized_run, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 from molrg.sampling import ddpm_ancestral, default_timesteps, draw_noises
 from molrg.schedules import PAPER_TIMESTEPS, DDPMLinear, paper_timestep_sigmas
 from molrg.training import train_ensemble
@@ -340,7 +340,6 @@ def exact_curve(mix, x0, labels, eps, sigmas, scales) -> tuple[np.ndarray, np.nd
 # ------------------------------------------------------------------------------------------
 # The experiment.
 # ------------------------------------------------------------------------------------------
-@memoized_run
 def run(cfg: MLPMemorizationConfig, verbose: bool = True) -> Results:
     """Trains and measures every model of ``cfg``; memoised per config within a process.
 
@@ -617,7 +616,9 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
 QUICK = {"N_values": "16,256", "widths": "32", "num_seeds": 2, "segment_steps": 100, "num_segments": 2, "batch_size": 32,
          "num_test": 150, "num_samples": 64, "sample_steps": 20}
 
-register("mlp_memorization",
+EXPERIMENT = Experiment(name="mlp_memorization",
          summary="trained MLPs vs N, width, training length: SNR peak against copying of training points",
          config=MLPMemorizationConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 memorisation / early-stopping claim (Sec. 7), trained MLPs in the Fig. 3 setting")
+
+SWEEPABLES = ()

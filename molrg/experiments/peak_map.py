@@ -69,7 +69,7 @@ import numpy as np
 import scipy.special
 
 from molrg import theory
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 
 # Truncation of the quadrature, looser than molrg.theory's (1e-18 tails, e^-40 margins) because
 # the map runs in float32 (eps ~ 1e-7): neglected terms stay below ~1e-11 relative.
@@ -674,6 +674,8 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return paths
 
 
-register("peak_map", summary="peak location and height of the exact SNR over a (d, delta, K) grid, and laws for it",
+EXPERIMENT = Experiment(name="peak_map", summary="peak location and height of the exact SNR over a (d, delta, K) grid, and laws for it",
          config=PeakMapConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 Theorem 1 / Fig. 14 (P1 gives no closed form for the peak)")
+
+SWEEPABLES = ()

@@ -66,8 +66,7 @@ import optax
 
 import molrg
 from molrg.networks import SubspaceDenoiser
-from molrg.runner import Results, load_results, register, save_figure
-from molrg.sweep import register_sweepable, run_sweep
+from molrg.study import Experiment, Results, load_results, run_sweep, save_figure, sweepable
 
 Array = jax.Array
 
@@ -388,7 +387,7 @@ def _reference_point(cfg: PhaseTransitionPoint, v):
             "success_ksub": (err_ksub < cfg.threshold).astype(dtype)}
 
 
-register_sweepable(
+PHASE_TRANSITION = sweepable(
     "phase_transition",
     summary="P0 phase transition: subspace recovery by class PCA and K-subspaces vs samples per class",
     config=PhaseTransitionPoint(),
@@ -452,7 +451,7 @@ def _net_point(cfg: PhaseTransitionNetPoint, v):
     return {"err_net": err_net, "success_net": (err_net < cfg.threshold).astype(dtype)}
 
 
-register_sweepable(
+PHASE_TRANSITION_NET = sweepable(
     "phase_transition_net",
     summary="P0 phase transition: subspace recovery by training P0's delta=0 network (masked N)",
     config=PhaseTransitionNetPoint(),
@@ -560,7 +559,7 @@ def run(cfg: PhaseTransitionConfig, verbose: bool = True) -> Results:
     Ns = list(cfg.N_values)
     try:
         t0 = time.perf_counter()
-        ref = run_sweep("phase_transition", {
+        ref = run_sweep(PHASE_TRANSITION, {
             "K": list(cfg.K_values), "d": list(cfg.d_values), "N": Ns,
             "seed": list(range(cfg.num_seeds))},
             overrides={"n": cfg.n, "d_max": max(cfg.d_values), "N_max": max(Ns),
@@ -578,7 +577,7 @@ def run(cfg: PhaseTransitionConfig, verbose: bool = True) -> Results:
         t_net = 0.0
         if cfg.train_steps:
             t1 = time.perf_counter()
-            net = run_sweep("phase_transition_net", {
+            net = run_sweep(PHASE_TRANSITION_NET, {
                 "K": list(cfg.net_K_values), "d": list(cfg.net_d_values), "N": Ns,
                 "seed": list(range(cfg.net_seeds))},
                 overrides={"n": cfg.n, "d_max": max(max(cfg.d_values), max(cfg.net_d_values)),
@@ -670,7 +669,9 @@ QUICK = {"K_values": "1,2", "d_values": "2,4,6,8", "N_values": "2,3,4,5,6,7,8,9,
          "restarts": 8, "iterations": 10, "train_steps": 200, "net_K_values": "1", "net_d_values": "2",
          "net_seeds": 4}
 
-register("phase_transition",
+EXPERIMENT = Experiment(name="phase_transition",
          summary="P0's sample-complexity phase transition: subspace recovery vs samples per class",
          config=PhaseTransitionConfig(), run=run, plot=plot, quick=QUICK,
          paper="P0 phase-transition figure (n=48, d in 2..8, N_k in 2..15, K in 1..3)")
+
+SWEEPABLES = (PHASE_TRANSITION, PHASE_TRANSITION_NET)

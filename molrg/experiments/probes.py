@@ -55,7 +55,7 @@ import numpy as np
 
 import molrg
 from molrg import metrics, schedules
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 
 FEATURES = ("denoiser", "input")
 
@@ -362,7 +362,9 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return save_figure(fig, fig_dir, "probes")
 
 
-register("probes", summary="linear probe, projection classifier and Bayes accuracy on optimal-denoiser features "
+EXPERIMENT = Experiment(name="probes", summary="linear probe, projection classifier and Bayes accuracy on optimal-denoiser features "
                            "across noise, with unimodality verdicts",
          config=ProbesConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 Fig. 3 (probe accuracy of the optimal denoiser)")
+
+SWEEPABLES = ()

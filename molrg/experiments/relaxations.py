@@ -39,7 +39,7 @@ import numpy as np
 import molrg
 from molrg.experiments.mechanism import plain_log_ticks, sampled_snr
 from molrg.metrics import unimodality
-from molrg.runner import Progress, Results, load_results, register, save_figure
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 from molrg.schedules import PAPER_SIGMAS
 
 VARIANTS = ("orthogonal", "overlap30", "unequal_ranks", "unequal_weights", "separated_means")
@@ -234,8 +234,10 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return paths + [md_path]
 
 
-register("relaxations",
+EXPERIMENT = Experiment(name="relaxations",
          summary="SNR of the exact denoiser when Assumption 1 is relaxed (overlap, ranks, weights, means)",
          config=RelaxationsConfig(), run=run, plot=plot, quick={"num_samples": 4000,
                 "variants": ("orthogonal", "overlap30", "unequal_weights", "separated_means")},
          paper="P1 appendix tables (relaxed MoLRG assumptions)")
+
+SWEEPABLES = ()

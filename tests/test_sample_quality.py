@@ -12,7 +12,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 import molrg
-from molrg import memorization as M
+from molrg import sample_quality as M
 from tests import oracle
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from molrg._precision import full_precision
-from molrg._checks import as_float, check_finite, check_points, fail, is_concrete
+from molrg._validate import as_float, check_finite, check_points, fail, is_concrete
 from molrg.mixture import MoLRG, geometry
 
 Array = jax.Array

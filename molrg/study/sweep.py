@@ -41,10 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from molrg.runner import (Progress, _jsonable, _parse_value, apply_overrides, provenance,
-                          write_json_atomic, write_table)
-
-_SWEEPABLE: dict[str, "Sweepable"] = {}
+from molrg.study.config import apply_overrides, parse_value
+from molrg.study.progress import Progress
+from molrg.study.results import jsonable, provenance, write_json_atomic, write_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,24 +71,18 @@ class Sweepable:
     plot: Callable | None = None
 
 
-def register_sweepable(name, *, summary, config, static, numeric, point, plot=None):
+def sweepable(name, *, summary, config, static, numeric, point, plot=None) -> Sweepable:
+    """A :class:`Sweepable`, its field lists checked against the config."""
     fields = {f.name for f in dataclasses.fields(config)}
     missing = (set(static) | set(numeric)) - fields
     if missing:
         raise ValueError(f"sweepable {name}: unknown fields {sorted(missing)}")
-    _SWEEPABLE[name] = Sweepable(name, summary, config, tuple(static), tuple(numeric), point, plot)
-
-
-def sweepables() -> dict[str, Sweepable]:
-    import molrg.sweeps  # noqa: F401  (registers the built-in sweepables)
-    import molrg.experiments.phase_transition  # noqa: F401  (the studies register theirs)
-    import molrg.experiments.memorization  # noqa: F401
-    return dict(_SWEEPABLE)
+    return Sweepable(name, summary, config, tuple(static), tuple(numeric), point, plot)
 
 
 def point_key(cfg) -> str:
     """A stable key for a point: a hash of its full config."""
-    blob = json.dumps(_jsonable(cfg), sort_keys=True)
+    blob = json.dumps(jsonable(cfg), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -106,7 +99,7 @@ def expand_grid(sw: Sweepable, grids: dict[str, list], overrides: dict | None = 
             raise ValueError(f"--grid {key}: not sweepable (static: {sw.static}; numeric: {sw.numeric})")
         if not values:
             raise ValueError(f"--grid {key}: needs at least one value")
-        parsed = [_parse_value(v, hints[key], key, "--grid") if isinstance(v, str) else v for v in values]
+        parsed = [parse_value(v, hints[key], key, "--grid") if isinstance(v, str) else v for v in values]
         axes.append([(key, v) for v in parsed])
     points = []
     check = getattr(type(base), "validate", None)
@@ -118,40 +111,6 @@ def expand_grid(sw: Sweepable, grids: dict[str, list], overrides: dict | None = 
             p.validate()  # validates every point before any work
         points.append(p)
     return points
-
-
-def parse_grids(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--grid: expected key=v1,v2,..., got {item!r}")
-        k, v = item.split("=", 1)
-        vals = [s.strip() for s in v.split(",") if s.strip()]
-        if ":" in v and len(vals) == 1 and v.count(":") == 2:  # lo:hi:num (geometric if 'g' suffix)
-            lo, hi, num = v.split(":")
-            geo = num.endswith("g")
-            num_i = int(num.rstrip("g"))
-            arr = np.geomspace(float(lo), float(hi), num_i) if geo else np.linspace(float(lo), float(hi), num_i)
-            vals = [repr(float(a)) for a in arr]
-        out[k.strip()] = vals
-    return out
-
-
-def load_config_file(path: str) -> tuple[dict, dict]:
-    """A sweep from a TOML/JSON file: ``{"set": {...}, "grid": {key: [values]}}``."""
-    if path.endswith(".toml"):
-        import tomllib
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    else:
-        with open(path) as fh:
-            data = json.load(fh)
-    unknown = set(data) - {"set", "grid", "experiment"}
-    if unknown:
-        raise ValueError(f"--config {path}: unknown sections {sorted(unknown)}; use 'set' and 'grid'")
-    grid = {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in data.get("grid", {}).items()}
-    sets = {k: (",".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in data.get("set", {}).items()}
-    return sets, grid
 
 
 def _maybe_init_distributed():
@@ -206,19 +165,22 @@ def _single_fn(sw: Sweepable, static_cfg):
 PRNG_CONTEXT = {"threefry_partitionable": False}
 
 
-def run_sweep(name: str, grids: dict[str, list], **kwargs) -> dict:
-    """Runs (or resumes) a sweep; see :func:`_run_sweep` for the arguments."""
+def run_sweep(sw: Sweepable, grids: dict[str, list], **kwargs) -> dict:
+    """Runs (or resumes) a sweep of ``sw``; see :func:`_run_sweep` for the arguments."""
+    if not isinstance(sw, Sweepable):
+        raise ValueError(f"sweep: expected a Sweepable (molrg.experiments.sweepable(NAME) finds one by name); "
+                         f"got {type(sw).__name__}")
     with jax.threefry_partitionable(PRNG_CONTEXT["threefry_partitionable"]):
-        return _run_sweep(name, grids, **kwargs)
+        return _run_sweep(sw, grids, **kwargs)
 
 
-def _run_sweep(name: str, grids: dict[str, list], *, overrides: dict | None = None,
+def _run_sweep(sw: Sweepable, grids: dict[str, list], *, overrides: dict | None = None,
                out_dir: str | None = None, batch_size: int = 256, loop: bool = False,
                devices=None, verbose: bool = True, on_point_written: Callable | None = None) -> dict:
     """Runs (or resumes) a sweep; returns ``{"dir", "computed", "skipped", "points"}``.
 
     Args:
-      name: a registered sweepable.
+      sw: the study.
       grids: ``{field: [values]}`` (strings are parsed by the field's type).
       overrides: fixed config changes for every point.
       out_dir: parent folder; the sweep lives in ``out_dir/sweep-NAME-<hash of grids>``.
@@ -227,15 +189,12 @@ def _run_sweep(name: str, grids: dict[str, list], *, overrides: dict | None = No
       devices: devices for the mesh (default: all).
     """
     _maybe_init_distributed()
-    sws = sweepables()
-    if name not in sws:
-        raise ValueError(f"sweep: unknown study {name!r}; known: {', '.join(sorted(sws))}")
+    name = sw.name
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: must be a positive integer; got {batch_size!r}")
-    sw = sws[name]
     points = expand_grid(sw, grids, overrides)  # validates everything before any work
-    sweep_id = hashlib.sha256(json.dumps({"name": name, "grids": _jsonable(grids),
-                                          "overrides": _jsonable(overrides or {})},
+    sweep_id = hashlib.sha256(json.dumps({"name": name, "grids": jsonable(grids),
+                                          "overrides": jsonable(overrides or {})},
                                          sort_keys=True).encode()).hexdigest()[:10]
     root = os.path.abspath(os.path.join(out_dir or "results", f"sweep-{name}-{sweep_id}"))
     pdir = os.path.join(root, "points")
@@ -267,10 +226,10 @@ def _run_sweep(name: str, grids: dict[str, list], *, overrides: dict | None = No
     skipped = len(points) - len(todo)
     prog = Progress(len(points), f"sweep {name}", enabled=verbose)
     if skipped:
-        prog.update(skipped, note=f"({skipped} already done)")
+        prog.skip(skipped, note=f"({skipped} already done)")
 
     def write_point(key, cfg, outputs):
-        record = {"key": key, "config": _jsonable(cfg),
+        record = {"key": key, "config": jsonable(cfg),
                   "outputs": {k: np.asarray(v).tolist() for k, v in outputs.items()}}
         if writer:
             # rename-atomic: a kill -9 never leaves a partial file (no fsync: durability
@@ -282,7 +241,7 @@ def _run_sweep(name: str, grids: dict[str, list], *, overrides: dict | None = No
 
     groups: dict[tuple, list] = {}
     for key, p in todo:
-        groups.setdefault(tuple(_jsonable(getattr(p, s)) for s in sw.static), []).append((key, p))
+        groups.setdefault(tuple(jsonable(getattr(p, s)) for s in sw.static), []).append((key, p))
 
     def write_chunk(chunk, out):
         for i, (key, p) in enumerate(chunk):
@@ -342,9 +301,7 @@ def _run_sweep(name: str, grids: dict[str, list], *, overrides: dict | None = No
                 row[k] = v
         rows.append(row)
     if writer:
-        tmp = os.path.join(root, ".table.csv.tmp")
-        write_table(tmp, rows)
-        os.replace(tmp, os.path.join(root, "table.csv"))
+        write_table(os.path.join(root, "table.csv"), rows)
         man_path = os.path.join(root, "manifest.json")
         with open(man_path) as fh:
             manifest = json.load(fh)

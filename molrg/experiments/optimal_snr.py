@@ -1,4 +1,4 @@
-"""Built-in sweepable studies (see :mod:`molrg.sweep`).
+"""Sweep-only studies of the exact and memorising denoisers, by sampling (see :mod:`molrg.study.sweep`).
 
 * ``optimal_snr`` -- SNR (THEORY section 5) of the exact optimal denoiser's outputs by
   sampling the model: static ``n, K, d, num_samples``; numeric ``sigma, delta, seed``.
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 import molrg
 from molrg import metrics
-from molrg.sweep import register_sweepable
+from molrg.study import sweepable
 
 
 def _check_shape_fields(cfg, names):
@@ -56,7 +56,7 @@ def _optimal_point(cfg: OptimalSNRConfig, v):
             "bayes_accuracy": jnp.mean((jnp.argmax(post, axis=1).astype(labels.dtype) == labels).astype(xh.dtype))}
 
 
-register_sweepable("optimal_snr", summary="SNR of the exact optimal denoiser, by sampling",
+OPTIMAL_SNR = sweepable("optimal_snr", summary="SNR of the exact optimal denoiser, by sampling",
                    config=OptimalSNRConfig(), static=("n", "K", "d", "num_samples"),
                    numeric=("sigma", "delta", "seed"), point=_optimal_point)
 
@@ -94,6 +94,10 @@ def _empirical_point(cfg: EmpiricalSNRConfig, v):
             "mse_exact": jnp.mean(jnp.sum((exact - x0) ** 2, axis=1))}
 
 
-register_sweepable("empirical_snr", summary="SNR of the memorising (empirical) denoiser vs the exact one",
+EMPIRICAL_SNR = sweepable("empirical_snr", summary="SNR of the memorising (empirical) denoiser vs the exact one",
                    config=EmpiricalSNRConfig(), static=("n", "K", "d", "N", "num_test"),
                    numeric=("sigma", "delta", "seed"), point=_empirical_point)
+
+
+EXPERIMENT = None  # sweep-only: `molrg sweep optimal_snr|empirical_snr`
+SWEEPABLES = (OPTIMAL_SNR, EMPIRICAL_SNR)
