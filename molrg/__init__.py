@@ -8,13 +8,13 @@ denoiser); the submodules hold the rest: ``schedules``, ``metrics``, ``theory``,
 from molrg.mixture import MoLRG, Geometry, geometry, paper_molrg, random_molrg, separated_means
 from molrg.posterior import denoise, log_posterior, posterior, predict_noise, score
 from molrg.empirical import empirical_denoise
-from molrg import metrics, sample_quality, networks, sampling, schedules, theory, training
+from molrg import metrics, networks, probes, sample_quality, sampling, schedules, theory, training
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MoLRG", "Geometry", "geometry", "random_molrg", "paper_molrg", "separated_means",
     "posterior", "log_posterior", "denoise", "predict_noise", "score", "empirical_denoise",
-    "schedules", "metrics", "theory", "networks", "training", "sampling", "sample_quality",
+    "schedules", "metrics", "probes", "theory", "networks", "training", "sampling", "sample_quality",
     "__version__",
 ]

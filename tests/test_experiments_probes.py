@@ -3,7 +3,7 @@
 References: molrg.theory's exact SNR (its float64 quadrature and its Monte Carlo estimator)
 for the peak map's re-implemented quadrature and peak search; finite differences of the
 exact SNR for the derived existence law; the exact peak at very small delta for the derived
-small-delta law; metrics.projection_classifier for the per-test-set projection scoring.
+small-delta law; probes.projection_classifier for the per-test-set projection scoring.
 The end-to-end runs use the experiments' quick overrides, which the claims reuse (same
 compiled programs).
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import molrg
-from molrg import check_probes, metrics, theory
+from molrg import check_probes, metrics, probes, theory
 from molrg.checks import Claim
 from molrg.experiments import peak_map, probes
 from molrg.runner import apply_overrides, load_results, run_experiment
@@ -199,7 +199,7 @@ def test_projection_scoring_matches_metrics():
     fit = metrics.class_subspaces(train, ytr, num_classes=3, rank=5)
     per_set = probes.projection_accuracies(fit, test, yte, 2)
     for i in range(2):
-        ref = metrics.projection_classifier(train, ytr, test[i * 1000:(i + 1) * 1000], yte[i * 1000:(i + 1) * 1000],
+        ref = probes.projection_classifier(train, ytr, test[i * 1000:(i + 1) * 1000], yte[i * 1000:(i + 1) * 1000],
                                             num_classes=3, rank=5).accuracy
         assert float(per_set[i]) == pytest.approx(float(ref), abs=1e-12)
 

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from molrg import metrics  # noqa: E402
+from molrg import metrics, probes  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def test_linear_probe_matches_scipy():
     X, y = _blobs(rng, 400)
     X_test, y_test = X + 0.5 * rng.normal(size=X.shape), y
     loss_ref, W_ref, b_ref, (mu, sd) = _probe_objective_scipy(X, y, 3, 1e-2)
-    probe = metrics.linear_probe(X, y, X_test, y_test, num_classes=3, l2=1e-2)
+    probe = probes.linear_probe(X, y, X_test, y_test, num_classes=3, l2=1e-2)
     np.testing.assert_allclose(probe.loss, loss_ref, rtol=1e-6)
     assert probe.loss <= loss_ref * (1 + 1e-9)
     assert probe.grad_norm < 1e-6 and 0 < probe.iterations < 300  # stopped at gtol, not the cap
@@ -387,7 +387,7 @@ def test_linear_probe_separates_a_separable_problem():
     y, y_test = rng.integers(0, 3, size=400), rng.integers(0, 3, size=400)
     X = centres[y] + rng.normal(size=(400, 6))
     X_test = centres[y_test] + rng.normal(size=(400, 6))
-    probe = metrics.linear_probe(X, y, X_test, y_test, num_classes=3, l2=1e-3)
+    probe = probes.linear_probe(X, y, X_test, y_test, num_classes=3, l2=1e-3)
     assert probe.accuracy == 1.0 and probe.train_accuracy == 1.0
     assert np.isfinite(probe.loss) and probe.grad_norm < 1e-6
 
@@ -400,10 +400,10 @@ def test_linear_probe_jit_vmap_over_noise_levels_matches_eager():
     sigmas = (0.0, 1.0, 3.0)
     train = np.stack([X + s * rng.normal(size=X.shape) for s in sigmas])
     test = np.stack([X_test + s * rng.normal(size=X_test.shape) for s in sigmas])
-    fit = jax.jit(jax.vmap(lambda a, b: metrics.linear_probe(a, y, b, y_test, num_classes=3)))
+    fit = jax.jit(jax.vmap(lambda a, b: probes.linear_probe(a, y, b, y_test, num_classes=3)))
     batched = fit(train, test)
     for i in range(len(sigmas)):
-        eager = metrics.linear_probe(train[i], y, test[i], y_test, num_classes=3)
+        eager = probes.linear_probe(train[i], y, test[i], y_test, num_classes=3)
         np.testing.assert_allclose(batched.loss[i], eager.loss, rtol=1e-9)
         np.testing.assert_allclose(batched.weights[i], eager.weights, atol=1e-5)
         np.testing.assert_allclose(batched.accuracy[i], eager.accuracy, atol=1 / 400 + 1e-12)
@@ -430,14 +430,14 @@ def test_linear_probe_rejects_bad_input(name, kwargs):
     )
     args.update(kwargs)
     with pytest.raises(ValueError, match=f"^{name}: "):
-        metrics.linear_probe(**args)
+        probes.linear_probe(**args)
 
 
 def test_projection_classifier_matches_numpy_reference():
     rng = np.random.default_rng(17)
     F, y = _generic_features(rng)
     F_test, y_test = _generic_features(np.random.default_rng(18))
-    result = metrics.projection_classifier(F, y, F_test, y_test, num_classes=3, rank=3)
+    result = probes.projection_classifier(F, y, F_test, y_test, num_classes=3, rank=3)
     _, bases, _ = _feature_snr_reference(F, y, 3, 3)
     unit = _unit(F_test) - _unit(F).mean(0)
     energy = np.stack([np.sum((unit @ (V @ V.T)) ** 2, axis=1) for V in bases], axis=1)
@@ -445,7 +445,7 @@ def test_projection_classifier_matches_numpy_reference():
     assert result.train_accuracy > 0.8  # well-separated random subspaces
     too_few = np.r_[np.zeros(len(y) - 2, int), 1, 2]  # classes 1 and 2 have fewer than rank rows
     with pytest.raises(ValueError, match="^labels: "):
-        metrics.projection_classifier(F, too_few, F_test, y_test, num_classes=3, rank=3)
+        probes.projection_classifier(F, too_few, F_test, y_test, num_classes=3, rank=3)
 
 
 def test_bayes_accuracy():

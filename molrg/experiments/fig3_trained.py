@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import molrg
-from molrg import metrics, theory
+from molrg import metrics, probes, theory
 from molrg.sample_quality import subspace_recovery_error
 from molrg.networks import LinearDenoiser, LowRankDenoiser, MLPDenoiser, fit_linear
 from molrg.study import Experiment, Progress, Results, load_results, save_figure
@@ -264,7 +264,7 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
         pad = lambda f: jnp.pad(f, [(0, 0)] * (f.ndim - 1) + [(0, width - f.shape[-1])])  # noqa: E731
         tr = jnp.stack([pad(feats_tr[c]) for c in reps])  # (R, P, width)
         te = jnp.stack([pad(feats[c]) for c in reps])  # (R, S, M, width)
-        fit = jax.vmap(lambda a, b: metrics.linear_probe(a, yp, b, labs[0], num_classes=cfg.K,
+        fit = jax.vmap(lambda a, b: probes.linear_probe(a, yp, b, labs[0], num_classes=cfg.K,
                                                          steps=cfg.probe_steps))(tr, te[:, 0])
         acc = jax.vmap(lambda f, t: jax.vmap(lambda ts, lab: _probe_accuracy(f, ts, lab))(t, labs))(fit, te)
         return acc  # (R, S)

@@ -7,9 +7,9 @@ MoLRG (K = 3, n = 50, d = 5, delta = 0.2) at P1's noise levels, for features
 * ``denoiser``: the optimal denoiser output ``E[x_0 | x_t]`` (:func:`molrg.denoise`);
 * ``input``: the noisy input ``x_t`` itself (a baseline);
 
-the accuracy of a linear probe (:func:`molrg.metrics.linear_probe`, multinomial logistic
+the accuracy of a linear probe (:func:`molrg.probes.linear_probe`, multinomial logistic
 regression trained on a training split), of the projection classifier
-(the rule of :func:`molrg.metrics.projection_classifier`, class subspaces of rank 5 fitted
+(the rule of :func:`molrg.probes.projection_classifier`, class subspaces of rank 5 fitted
 on the training split), and, as the ceiling, of the Bayes classifier ``argmax_k p(k | x_t)``
 (:func:`molrg.posterior`); plus the SNR of the denoiser output (P1 Definition 1,
 :func:`molrg.metrics.snr_per_class`) for reference. Each curve is classified with
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import molrg
-from molrg import metrics, schedules
+from molrg import metrics, probes, schedules
 from molrg.study import Experiment, Progress, Results, load_results, save_figure
 
 FEATURES = ("denoiser", "input")
@@ -138,7 +138,7 @@ def _probe_accuracies(probe, test_x, test_y, num_sets):
 def projection_accuracies(fit, test_x, test_y, num_sets):
     """Per-test-set accuracy of the projection classifier ``argmax_k ||V_k^T (h/||h|| - mu)||^2``.
 
-    The scoring of :func:`molrg.metrics.projection_classifier` for subspaces fitted once
+    The scoring of :func:`molrg.probes.projection_classifier` for subspaces fitted once
     (:func:`molrg.metrics.class_subspaces`) and several test sets, ``(num_sets,)``; the tests
     check it against ``projection_classifier`` itself.
     """
@@ -169,7 +169,7 @@ def _measure(mix, key, sigmas, l2, gtol, *, num_train, num_test, num_sets, featu
     x_test, y_test, e_test = x[num_train:], y[num_train:], eps[num_train:]
 
     def probe(train_x, test_x):
-        fit = metrics.linear_probe(train_x, y_train, test_x[:num_test], y_test[:num_test], num_classes=K,
+        fit = probes.linear_probe(train_x, y_train, test_x[:num_test], y_test[:num_test], num_classes=K,
                                    l2=l2, gtol=gtol, steps=steps)
         return _probe_accuracies(fit, test_x, y_test, num_sets), fit.train_accuracy, fit.grad_norm
 
