@@ -1,4 +1,4 @@
-"""Denoiser networks as pure functions over parameter pytrees (THEORY section 4).
+"""Denoiser networks as pure functions over parameter pytrees (docs/theory.md section 4).
 
 Every network is a small frozen dataclass holding its static hyperparameters (shapes,
 flags), hashable so it can be a static argument of ``jax.jit``. It has two methods:
@@ -8,16 +8,16 @@ flags), hashable so it can be a static argument of ``jax.jit``. It has two metho
     x0_hat, features = net.apply(params, x_t, sigma, scale, return_features=True)
 
 ``x_t`` is ``(..., n)`` with ``x_t = scale * (x_0 + sigma * eps)`` (molrg's convention,
-THEORY section 1); ``sigma`` and ``scale`` are scalars or one value per sample. Every
-network predicts ``x_0``. Parameters are nested dicts/lists of arrays (JSON-describable,
-so :mod:`molrg.training` can checkpoint them). Computation runs in ``x_t``'s dtype,
+docs/theory.md section 1); ``sigma`` and ``scale`` are scalars or one value per sample. Every
+network predicts ``x_0``. Parameters are nested dicts/lists of arrays (any pytree of
+arrays: :mod:`molrg.checkpoint` saves them). Computation runs in ``x_t``'s dtype,
 which must match the parameters' dtype.
 
 Networks:
 
 - :class:`LowRankDenoiser` -- P1's eq. (4): ``U D(x_t) U^T x_t / s`` with learned
   orthonormal ``U`` (the polar factor of an unconstrained matrix, see below) and the
-  exact-posterior block shrinkages ``beta_l`` of THEORY section 3.
+  exact-posterior block shrinkages ``beta_l`` of docs/theory.md section 3.
 - :class:`SubspaceDenoiser` -- P0's ``delta = 0`` network, written literally in P0's
   variables ``s`` and ``gamma = s sigma``.
 - :class:`MLPDenoiser` -- a tiny-diffusion-like MLP with EDM preconditioning.
@@ -189,7 +189,7 @@ class LowRankDenoiser:
     """P1's low-rank network, eq. (4): ``x_theta = U D U^T y``, ``y = x_t / s``.
 
     With ``U = [U_1 ... U_K]`` (n x Kd, orthonormal columns, learned), block energies
-    ``e_l = ||U_l^T y||^2`` and (THEORY section 3, with the learned blocks)
+    ``e_l = ||U_l^T y||^2`` and (docs/theory.md section 3, with the learned blocks)
 
         w    = softmax_l( (1 - delta^2) e_l / (2 (1 + sigma^2)(delta^2 + sigma^2)) )
         beta = xi + (zeta - xi) w,   zeta = 1 / (1 + sigma^2),  xi = delta^2 / (delta^2 + sigma^2)
@@ -304,14 +304,14 @@ class LowRankDenoiser:
 
 @dataclasses.dataclass(frozen=True)
 class SubspaceDenoiser:
-    """P0's ``delta = 0`` network in P0's variables (THEORY section 4).
+    """P0's ``delta = 0`` network in P0's variables (docs/theory.md section 4).
 
     With ``x_t = s x_0 + gamma eps`` (so ``gamma = s sigma`` in molrg's convention):
 
         x_theta = s / (s^2 + gamma^2) * sum_k w_k U_k U_k^T x_t,
         w = softmax_k( s^2 ||U_k^T x_t||^2 / (2 gamma^2 (s^2 + gamma^2)) ).
 
-    THEORY gives the prefactor but not the softmax temperature; the temperature above is
+    docs/theory.md (section 4) gives the prefactor but not the softmax temperature; the temperature above is
     derived from the exact posterior of the ``delta = 0``, uniform-weight, equal-d MoLRG
     (class k: ``x_t ~ N(0, s^2 U_k U_k^T + gamma^2 I)``; the log-determinants are equal
     across classes and the quadratic forms differ by ``s^2 ||U_k^T x_t||^2 /

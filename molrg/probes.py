@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from molrg.metrics import (_HIGHEST, ClassSubspaces, _accuracy, _check_finite, _float_array, _int_labels,
-                           _is_concrete, _num_classes, _unit_rows, class_subspaces)
+                           _is_concrete, _like_columns, _num_classes, _unit_rows, class_subspaces)
 
 __all__ = ["LinearProbe", "ProjectionClassifier", "linear_probe", "projection_classifier"]
 
@@ -131,13 +131,7 @@ def _fit_linear_probe(train_x, train_y, test_x, test_y, l2, gtol, num_classes, s
 
 def _check_split(train_features, train_labels, test_features, test_labels, num_classes):
     train_features = _float_array(train_features, "train_features", 2)
-    test_features = _float_array(test_features, "test_features", 2)
-    if test_features.shape[1] != train_features.shape[1]:
-        raise ValueError(
-            f"test_features: must have {train_features.shape[1]} columns like train_features, "
-            f"got {test_features.shape[1]}"
-        )
-    test_features = test_features.astype(train_features.dtype)
+    test_features = _like_columns(test_features, "test_features", train_features, "train_features")
     train_labels = _int_labels(train_labels, "train_labels", train_features.shape[0], num_classes)
     test_labels = _int_labels(test_labels, "test_labels", test_features.shape[0], num_classes)
     if train_features.shape[0] < 1 or test_features.shape[0] < 1:

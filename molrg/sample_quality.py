@@ -1,4 +1,4 @@
-"""Generalisation and memorisation measures for generated samples (THEORY section 7).
+"""Generalisation and memorisation measures for generated samples (docs/theory.md section 7).
 
 * :func:`nearest_neighbors`, :func:`copy_fraction` -- distance of each generated sample
   to its nearest and second-nearest training point, and the fraction of samples that
@@ -15,8 +15,6 @@
 * :func:`mixture_log_likelihood` -- the normalised log density of the MoLRG itself, or
   of its noisy version ``x_t = s (x_0 + sigma eps)``, by the frame/Woodbury route of
   :mod:`molrg.posterior`.
-* :func:`subspace_recovery_error` -- how far estimated class subspaces are from the
-  true ones after matching blocks (host side: NumPy/SciPy).
 
 The array functions are pure, batch-native and ``jit``/``vmap``-friendly; input checks
 run eagerly (shape checks always, value checks only on concrete values).
@@ -25,7 +23,6 @@ run eagerly (shape checks always, value checks only on concrete values).
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -41,13 +38,11 @@ Array = jax.Array
 
 __all__ = [
     "NearestNeighbors",
-    "SubspaceRecovery",
     "SINGULAR_SIGMA",
     "nearest_neighbors",
     "copy_fraction",
     "distance_to_union",
     "mixture_log_likelihood",
-    "subspace_recovery_error",
 ]
 
 #: The noise level :func:`mixture_log_likelihood` uses by default when the MoLRG has no
@@ -250,7 +245,7 @@ def mixture_log_likelihood(samples, mix: MoLRG, sigma=None, scale=1.0) -> Array:
     """Normalised log density of the MoLRG, ``log p(x)``, or of its noisy version.
 
     ``x ~ sum_k pi_k N(s mu_k, s^2 (Sigma_k + sigma^2 I))`` (``x = s (x_0 + sigma eps)``,
-    THEORY section 3); ``sigma = 0, s = 1`` is the data distribution itself. With the
+    docs/theory.md section 3); ``sigma = 0, s = 1`` is the data distribution itself. With the
     frame ``W`` (n x r) of :func:`molrg.mixture.geometry`, ``y = x / s``, ``z = W^T y``,
     ``c = eta^2 + sigma^2`` and class k's eigen-coordinates ``u_k = Q_k^T (z - W^T mu_k)``
     with group variances ``v_kg`` (sizes ``n_g``) and energies ``E_kg``,
@@ -332,119 +327,3 @@ def _log_likelihood(mix, x, sigma, scale):
     common = (-0.5 * n * jnp.log(2.0 * jnp.pi * c) - 0.5 * out_energy / c
               - n * jnp.log(scale))
     return jax.nn.logsumexp(comp, axis=-1) + common
-
-
-# ------------------------------------------------------------------------------------------
-# Subspace recovery (host side).
-# ------------------------------------------------------------------------------------------
-class SubspaceRecovery(NamedTuple):
-    """Estimated class subspaces against the true ones, after matching blocks.
-
-    Attributes:
-      error: ``sqrt(sum_l ||P^_match[l] - P*_l||_F^2)``, minimised over matchings.
-      block_errors: ``(K,)`` ``||P^_match[l] - P*_l||_F`` per true block l.
-      match: ``(K,)`` the estimated block matched to true block l.
-      angles: tuple of K arrays: principal angles (radians, ascending) between true
-        block l and its match, ``min(d^, d)`` of them.
-    """
-
-    error: float
-    block_errors: np.ndarray
-    match: np.ndarray
-    angles: tuple
-
-
-def _as_blocks(name: str, blocks) -> list[np.ndarray]:
-    if isinstance(blocks, MoLRG):
-        return [np.asarray(b, np.float64) for b in blocks.bases]
-    if isinstance(blocks, (list, tuple)):
-        out = [np.asarray(b, np.float64) for b in blocks]
-    else:
-        arr = np.asarray(blocks, np.float64)
-        if arr.ndim != 3:
-            fail(name, f"must be a (K, n, d) array or a sequence of (n, d_k) arrays; got shape "
-                 f"{arr.shape}")
-        out = list(arr)
-    if not out:
-        fail(name, "must hold at least one block")
-    n = out[0].shape[0] if out[0].ndim == 2 else None
-    for k, b in enumerate(out):
-        if b.ndim != 2 or b.shape[0] != n or not 1 <= b.shape[1] <= n:
-            fail(name, f"block {k} must have shape (n, d_k) with n = {n}, 1 <= d_k <= n; got "
-                 f"{b.shape}")
-        if not np.all(np.isfinite(b)):
-            fail(name, f"block {k} contains non-finite values")
-    return out
-
-
-def _orthonormal(name: str, k: int, b: np.ndarray) -> np.ndarray:
-    """An orthonormal basis of span(b) (b must have full column rank)."""
-    u, s, _ = np.linalg.svd(b, full_matrices=False)
-    if s[-1] <= 1e-6 * s[0]:
-        fail(name, f"block {k} must have full column rank (singular values {s[0]:.3g} .. {s[-1]:.3g})")
-    return u
-
-
-def _principal_sines_cosines(A: np.ndarray, B: np.ndarray):
-    """Principal angles of orthonormal A (n, p), B (n, q): ascending, min(p, q) of them.
-
-    Cosines are the singular values of ``A^T B``; sines those of the residual of the
-    smaller basis off the larger one (accurate for small angles, where arccos is not).
-    """
-    cos = np.clip(np.linalg.svd(A.T @ B, compute_uv=False), 0.0, 1.0)  # descending
-    small, large = (A, B) if A.shape[1] <= B.shape[1] else (B, A)
-    resid = small - large @ (large.T @ small)
-    sin = np.clip(np.sort(np.linalg.svd(resid, compute_uv=False)), 0.0, 1.0)  # ascending
-    m = min(A.shape[1], B.shape[1])
-    cos = cos[:m]
-    angles = np.where(cos * cos >= 0.5, np.arcsin(sin[:m]), np.arccos(cos))
-    return angles, sin[:m]
-
-
-def subspace_recovery_error(bases_hat, mix) -> SubspaceRecovery:
-    """Distance of estimated class subspaces from the true ones, after matching blocks.
-
-    For estimated block i and true block l, ``||P^_i - P*_l||_F^2 = |d^_i - d_l| + 2 sum_j
-    sin^2(theta_j)`` over their principal angles ``theta_j`` (sines from the residual
-    ``U^_i - U*_l (U*_l^T U^_i)``, so small errors keep their digits; never an ``n x n``
-    projector). Blocks are matched by the assignment minimising the total squared error
-    (``scipy.optimize.linear_sum_assignment``), the convention of
-    :func:`molrg.training.subspace_error`. Host side (NumPy float64); not traceable.
-
-    Args:
-      bases_hat: K estimated bases: a ``(K, n, d)`` array or a sequence of ``(n, d_k)``
-        arrays of full column rank (their spans are compared; columns need not be
-        orthonormal).
-      mix: the true mixture (a :class:`MoLRG`) or its K bases in the same forms.
-
-    Returns:
-      :class:`SubspaceRecovery`.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    est = _as_blocks("bases_hat", bases_hat)
-    true = _as_blocks("mix", mix)
-    if len(est) != len(true):
-        fail("bases_hat", f"must hold one block per true class (K = {len(true)}); got {len(est)}")
-    if est[0].shape[0] != true[0].shape[0]:
-        fail("bases_hat", f"blocks must have n = {true[0].shape[0]} rows; got {est[0].shape[0]}")
-    est = [_orthonormal("bases_hat", k, b) for k, b in enumerate(est)]
-    true = [_orthonormal("mix", k, b) for k, b in enumerate(true)]
-    K = len(true)
-    cost = np.empty((K, K))
-    angles = {}
-    for i in range(K):
-        for l in range(K):
-            ang, sin = _principal_sines_cosines(est[i], true[l])
-            angles[i, l] = ang
-            cost[i, l] = abs(est[i].shape[1] - true[l].shape[1]) + 2.0 * np.sum(sin * sin)
-    rows, cols = linear_sum_assignment(cost)
-    match = np.empty(K, np.int64)
-    match[cols] = rows
-    block_sq = cost[match, np.arange(K)]
-    return SubspaceRecovery(
-        error=math.sqrt(float(block_sq.sum())),
-        block_errors=np.sqrt(block_sq),
-        match=match,
-        angles=tuple(angles[int(match[l]), l] for l in range(K)),
-    )

@@ -1,4 +1,4 @@
-"""Noise schedules (THEORY section 1).
+"""Noise schedules (docs/theory.md section 1).
 
 molrg's convention is ``x_t = scale * (x_0 + sigma * eps)``; a schedule maps time to
 ``(sigma, scale)``. For a variance-preserving process ``x_t = sqrt(abar) x_0 +
@@ -13,11 +13,16 @@ Schedules:
     index ``t in {0, ..., T-1}`` with ``abar_t = prod_{i<=t} (1 - beta_i)``.
   * :class:`Cosine` -- Nichol & Dhariwal's cosine schedule, continuous ``t in [0, 1]``.
   * :func:`edm_sigmas` -- the sigma grid of Karras et al. (EDM), with ``scale = 1``.
+
+Training noise distributions (how a training step draws ``(sigma, scale)``; used by
+:mod:`molrg.training`): :class:`DDPMNoise` (a DDPM timestep, uniform or EDM-weighted),
+:class:`LogNormalNoise` (EDM) and :class:`LogUniformNoise` (VE).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -153,3 +158,104 @@ def paper_timestep_sigmas(schedule: DDPMLinear | None = None) -> tuple[np.ndarra
     schedule = schedule or DDPMLinear()
     abar = schedule.alphas_cumprod[np.asarray(PAPER_TIMESTEPS)]
     return np.sqrt((1 - abar) / abar), np.sqrt(abar)
+
+
+# ----------------------------------------------------------------------------------------
+# Training noise distributions: how a training step draws (sigma, scale).
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DDPMNoise:
+    """``t ~ Uniform{0, ..., T-1}`` of a :class:`molrg.schedules.DDPMLinear` schedule.
+
+    Default: P1's T = 500, betas 1e-4..0.02. Evaluation levels: P1's timesteps
+    (:data:`molrg.schedules.PAPER_TIMESTEPS`).
+
+    ``weighting="edm"`` draws ``t`` with probability proportional to EDM's loss weight
+    ``lambda(sigma_t) = 1 / sigma_t^2 + 1 / sigma_data^2`` (Karras et al. 2022, the
+    ``1 / c_out^2`` of :class:`molrg.networks.MLPDenoiser`'s preconditioning) instead.
+    Importance sampling: the unweighted loss's expected gradient is then that of the
+    ``lambda``-weighted loss over uniform ``t`` (up to a constant factor), with no heavy
+    per-sample weights. P1's own loss is ``"uniform"``.
+    """
+
+    schedule: DDPMLinear = DDPMLinear()
+    weighting: str = "uniform"
+    sigma_data: float = 0.5
+
+    def __post_init__(self):
+        if self.weighting not in ("uniform", "edm"):
+            fail("weighting", f"must be 'uniform' or 'edm'; got {self.weighting!r}")
+        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            fail("sigma_data", f"must be finite and > 0; got {self.sigma_data!r}")
+
+    def probabilities(self) -> np.ndarray:
+        """``P(t)`` for ``t = 0..T-1`` (float64, sums to 1)."""
+        T = self.schedule.T
+        if self.weighting == "uniform":
+            return np.full(T, 1.0 / T)
+        w = 1.0 / np.square(self.schedule.sigmas) + 1.0 / self.sigma_data**2
+        return w / w.sum()
+
+    def from_normal(self, z: Array) -> tuple[Array, Array]:
+        """``(sigma, scale)`` from standard normals ``z`` by inverse transform.
+
+        ``t = floor(Phi(z) T)`` is uniform on ``{0, ..., T-1}`` (``"edm"``: the first
+        ``t`` whose cumulative probability exceeds ``Phi(z)``); ``(sigma, scale)`` are
+        read from the float64 tables cast to ``z``'s dtype.
+        """
+        T = self.schedule.T
+        if self.weighting == "uniform":
+            t = jnp.clip(jnp.floor(jax.scipy.special.ndtr(z) * T).astype(jnp.int32), 0, T - 1)
+        else:
+            cdf = jnp.asarray(np.cumsum(self.probabilities()), z.dtype)
+            t = jnp.clip(jnp.searchsorted(cdf, jax.scipy.special.ndtr(z), side="right"), 0, T - 1)
+        sigmas = jnp.asarray(self.schedule.sigmas, z.dtype)
+        scales = jnp.asarray(np.sqrt(self.schedule.alphas_cumprod), z.dtype)
+        return sigmas[t], scales[t]
+
+    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray([t for t in PAPER_TIMESTEPS if t < self.schedule.T])
+        return self.schedule.sigmas[t], np.sqrt(self.schedule.alphas_cumprod[t])
+
+
+@dataclasses.dataclass(frozen=True)
+class LogNormalNoise:
+    """EDM's training distribution ``log sigma ~ N(p_mean, p_std^2)``, ``scale = 1``.
+
+    Evaluation levels: P1's sigma grid (:data:`molrg.schedules.PAPER_SIGMAS`).
+    """
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    def __post_init__(self):
+        if not (math.isfinite(self.p_mean) and math.isfinite(self.p_std) and self.p_std > 0):
+            fail("p_mean/p_std", f"need finite p_mean and p_std > 0; got {self.p_mean}, {self.p_std}")
+
+    def from_normal(self, z: Array) -> tuple[Array, Array]:
+        """``(sigma, scale)`` from standard normals ``z``."""
+        return jnp.exp(self.p_mean + self.p_std * z), jnp.ones_like(z)
+
+    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(PAPER_SIGMAS), np.ones(len(PAPER_SIGMAS))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniformNoise:
+    """``log sigma ~ Uniform[log sigma_min, log sigma_max]``, ``scale = 1`` (VE)."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def __post_init__(self):
+        if not (0 < self.sigma_min < self.sigma_max < math.inf):
+            fail("sigma_min/sigma_max", f"need 0 < sigma_min < sigma_max < inf; got "
+                 f"{self.sigma_min}, {self.sigma_max}")
+
+    def from_normal(self, z: Array) -> tuple[Array, Array]:
+        """``(sigma, scale)`` from standard normals ``z`` by inverse transform."""
+        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+        return jnp.exp(lo + (hi - lo) * jax.scipy.special.ndtr(z)), jnp.ones_like(z)
+
+    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(PAPER_SIGMAS), np.ones(len(PAPER_SIGMAS))

@@ -1,11 +1,11 @@
 """Theory of P1 in its own setting: Theorem 1 and the exact SNR of the optimal denoiser.
 
-Setting (THEORY sections 3, 5, 6; P1 Assumption 1): K classes on mutually orthogonal
+Setting (docs/theory.md sections 3, 5, 6; P1 Assumption 1): K classes on mutually orthogonal
 subspaces of equal dimension d, uniform weights, zero means, ``eta = 0``, scale
 ``s = 1`` (variance exploding, ``x_t = x_0 + sigma * eps``), class-irrelevant detail
 level ``0 <= delta < 1``.
 
-With ``e_l = ||U_l^T x_t||^2`` the block energies, the optimal denoiser is (THEORY 3)
+With ``e_l = ||U_l^T x_t||^2`` the block energies, the optimal denoiser is (docs/theory.md section 3)
 
     E[x_0 | x_t] = sum_l beta_l U_l U_l^T x_t,   beta_l = xi + (zeta - xi) w_l,
     w = softmax(a * e),   a = (1 - delta^2) / (2 (1 + sigma^2)(delta^2 + sigma^2)),
@@ -16,7 +16,7 @@ For an input of class k the energies are independent, ``e_k ~ (1 + sigma^2) chi2
 
     ||P_k xh||^2 = beta_k^2 e_k,     ||xh - P_k xh||^2 = sum_{l != k} beta_l^2 e_l,
 
-so the SNR of P1's Definition 1 (THEORY 5; all classes are equal by symmetry)
+so the SNR of P1's Definition 1 (docs/theory.md section 5; all classes are equal by symmetry)
 
     SNR(sigma) = E[beta_k^2 e_k] / E[sum_{l != k} beta_l^2 e_l]
 
@@ -34,6 +34,13 @@ pure ``jax.numpy`` function and works under ``jit``/``vmap`` with traced ``sigma
 (static) where they set array shapes (:func:`exact_snr`, :func:`exact_snr_quadrature`).
 Value checks (``sigma > 0``, ``0 <= delta < 1``, ``d >= 1``, ``K >= 2``) raise
 ``ValueError`` naming the argument and the rule, but only for concrete values.
+
+The peak of a curve (:func:`peak_sigma`, :func:`approx_peak_sigma`,
+:func:`exact_peak_sigma_quadrature`, :func:`exact_peak_sigma`) is searched by
+:mod:`molrg.peaks`. At the end, host-side helpers for studies (NumPy in, NumPy out, grids
+padded so that one compiled program serves a study): :func:`exact_snr_curve`,
+:func:`approx_snr_curve`, :func:`closed_form_curves`, and P1's reference settings
+:data:`P1_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
+
+from molrg import peaks
 
 Array = jax.Array
 
@@ -70,6 +79,10 @@ __all__ = [
     "approx_peak_sigma",
     "exact_peak_sigma",
     "exact_peak_sigma_quadrature",
+    "P1_SETTINGS",
+    "exact_snr_curve",
+    "approx_snr_curve",
+    "closed_form_curves",
 ]
 
 
@@ -151,11 +164,11 @@ def _as_float(x: Any, dtype) -> Array:
 
 
 # --------------------------------------------------------------------------------------
-# Closed forms (THEORY 3 and 6).
+# Closed forms (docs/theory.md section 3 and 6).
 
 
 def zeta(sigma: Any) -> Array:
-    """On-subspace shrinkage of the true class, ``zeta = 1 / (1 + sigma^2)`` (THEORY 3).
+    """On-subspace shrinkage of the true class, ``zeta = 1 / (1 + sigma^2)`` (docs/theory.md section 3).
 
     Args:
       sigma: noise level(s), any shape, > 0.
@@ -169,7 +182,7 @@ def zeta(sigma: Any) -> Array:
 
 
 def xi(sigma: Any, delta: Any) -> Array:
-    """Shrinkage of the other classes' blocks, ``xi = delta^2 / (delta^2 + sigma^2)`` (THEORY 3).
+    """Shrinkage of the other classes' blocks, ``xi = delta^2 / (delta^2 + sigma^2)`` (docs/theory.md section 3).
 
     Args:
       sigma: noise level(s), any shape, > 0.
@@ -189,7 +202,7 @@ def logit_scale(sigma: Any, delta: Any) -> Array:
     """Posterior logit per unit block energy, ``a = (1 - delta^2) / (2 (1 + sigma^2)(delta^2 + sigma^2))``.
 
     The exact posterior class weights are ``w = softmax(a * e)`` with block energies
-    ``e_l = ||U_l^T x_t||^2`` (THEORY 3; the log-determinants cancel for equal d).
+    ``e_l = ||U_l^T x_t||^2`` (docs/theory.md section 3; the log-determinants cancel for equal d).
     """
     _check_sigma(sigma)
     _check_delta(delta)
@@ -199,7 +212,7 @@ def logit_scale(sigma: Any, delta: Any) -> Array:
 
 
 def block_shrinkage(w: Any, sigma: Any, delta: Any) -> Array:
-    """Per-block denoising strength ``beta = xi + (zeta - xi) w`` (THEORY 3).
+    """Per-block denoising strength ``beta = xi + (zeta - xi) w`` (docs/theory.md section 3).
 
     ``beta = (delta^2 + sigma^2 h(w)) / ((1 + sigma^2)(delta^2 + sigma^2))`` with
     ``h(w) = (1 - delta^2) w + delta^2``, the form behind Theorem 1.
@@ -219,7 +232,7 @@ def block_shrinkage(w: Any, sigma: Any, delta: Any) -> Array:
 
 
 def typical_margin(sigma: Any, *, d: Any, delta: Any) -> Array:
-    """Typical logit margin ``D_t = d (1 - delta^2)^2 / (2 (1 + sigma^2)(delta^2 + sigma^2))`` (THEORY 6).
+    """Typical logit margin ``D_t = d (1 - delta^2)^2 / (2 (1 + sigma^2)(delta^2 + sigma^2))`` (docs/theory.md section 6).
 
     It is exactly ``E[a e_k - a e_l | k]`` for ``l != k``: the expected difference between
     the own-class and another class's posterior logit (linearity of expectation with
@@ -300,7 +313,7 @@ def denoising_rate(sigma: Any, delta: Any) -> Array:
 
 
 def approx_snr(sigma: Any, *, d: Any, K: Any, delta: Any) -> Array:
-    """Approximate SNR of the optimal denoiser, P1 Theorem 1 (THEORY 6).
+    """Approximate SNR of the optimal denoiser, P1 Theorem 1 (docs/theory.md section 6).
 
         SNR ~= C_t / (K - 1) * [(1 + (sigma^2/delta^2) h(w+)) / (1 + (sigma^2/delta^2) h(w-))]^2
 
@@ -448,7 +461,7 @@ def exact_snr(
     chunk_size: int = 2**13,
     return_stderr: bool = False,
 ) -> Array | tuple[Array, Array]:
-    """Exact SNR of the optimal denoiser by Monte Carlo over the block energies (THEORY 3, 5).
+    """Exact SNR of the optimal denoiser by Monte Carlo over the block energies (docs/theory.md section 3, 5).
 
         SNR(sigma) = E[beta_k^2 e_k] / E[sum_{l != k} beta_l^2 e_l],
         e_k = (1 + sigma^2) X_k,  e_l = (delta^2 + sigma^2) X_l,  X ~ chi2_d i.i.d.,
@@ -635,7 +648,7 @@ def exact_snr_quadrature(
     nodes_per_panel: int = _RESOLUTION["nodes_per_panel"],
     u_step: float = _RESOLUTION["u_step"],
 ) -> Array:
-    """Exact SNR of the optimal denoiser, deterministic (THEORY 3, 5); cost independent of K.
+    """Exact SNR of the optimal denoiser, deterministic (docs/theory.md section 3, 5); cost independent of K.
 
     Write the logits as ``c_l = a e_l``: ``c_k ~ Gamma(d/2, theta+)``, ``theta+ =
     (1 - delta^2)/(delta^2 + sigma^2)``, and ``c_l ~ Gamma(d/2, theta-)``, ``theta- =
@@ -705,40 +718,7 @@ def exact_snr_quadrature(
 
 
 # --------------------------------------------------------------------------------------
-# Peak of the SNR curve.
-
-_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
-
-
-def _golden_peak(snr_fn, log_lo, log_hi, num_grid, num_iters):
-    """Grid + golden-section maximisation in log sigma (traceable); see :func:`peak_sigma`."""
-    grid = jnp.linspace(log_lo, log_hi, num_grid, dtype=log_lo.dtype)
-    values = snr_fn(jnp.exp(grid))
-    i = jnp.argmax(values)
-    a = grid[jnp.maximum(i - 1, 0)]
-    b = grid[jnp.minimum(i + 1, num_grid - 1)]
-
-    def f(t):
-        return snr_fn(jnp.exp(t)[None])[0]
-
-    def step(_, state):
-        a, b, x1, x2, f1, f2 = state
-        left = f1 >= f2  # the maximum lies in [a, x2]
-        a_new = jnp.where(left, a, x1)
-        b_new = jnp.where(left, x2, b)
-        x1_new = jnp.where(left, b_new - _INV_PHI * (b_new - a_new), x2)
-        x2_new = jnp.where(left, x1, a_new + _INV_PHI * (b_new - a_new))
-        fp = f(jnp.where(left, x1_new, x2_new))
-        return a_new, b_new, x1_new, x2_new, jnp.where(left, fp, f2), jnp.where(left, f1, fp)
-
-    x1 = b - _INV_PHI * (b - a)
-    x2 = a + _INV_PHI * (b - a)
-    _, _, x1, x2, f1, f2 = jax.lax.fori_loop(0, num_iters, step, (a, b, x1, x2, f(x1), f(x2)))
-    t_best = jnp.where(f1 >= f2, x1, x2)
-    f_best = jnp.maximum(f1, f2)
-    # Keep the grid point when it is better (a maximum at an end of the range).
-    t_star = jnp.where(values[i] > f_best, grid[i], t_best)
-    return jnp.exp(t_star), jnp.maximum(values[i], f_best)
+# Peak of the SNR curve (the searches themselves are molrg.peaks').
 
 
 def _check_range(lo, hi):
@@ -760,10 +740,11 @@ def peak_sigma(
 
     A log-spaced grid of ``num_grid`` points on ``[lo, hi]`` finds the best grid point;
     golden-section search in ``log sigma`` over its two neighbouring intervals refines it
-    (the bracket shrinks by 0.618 per iteration). Near a smooth maximum the attainable
-    relative precision in sigma is about ``sqrt(relative error of snr_fn)``: ~1e-8 for
-    float64 closed forms or :func:`exact_snr_quadrature`. If the maximum is at an end of
-    the range, that end is returned: compare with ``lo``/``hi`` when interiority matters.
+    (the bracket shrinks by 0.618 per iteration; :func:`molrg.peaks.golden_section_peak`).
+    Near a smooth maximum the attainable relative precision in sigma is about
+    ``sqrt(relative error of snr_fn)``: ~1e-8 for float64 closed forms or
+    :func:`exact_snr_quadrature`. If the maximum is at an end of the range, that end is
+    returned: compare with ``lo``/``hi`` when interiority matters.
 
     Args:
       snr_fn: maps a 1-D array of sigmas to their SNRs (vectorised, jnp-traceable).
@@ -779,13 +760,13 @@ def peak_sigma(
     """
     _check_range(lo, hi)
     dt = _float_dtype(lo, hi)
-    search = jax.jit(_golden_peak, static_argnums=(0, 3, 4))
+    search = jax.jit(peaks.golden_section_peak, static_argnums=(0, 3, 4))
     return search(snr_fn, jnp.log(_as_float(lo, dt)), jnp.log(_as_float(hi, dt)), num_grid, num_iters)
 
 
 @jax.jit
 def _approx_peak(d, K, delta, log_lo, log_hi):
-    return _golden_peak(lambda s: approx_snr(s, d=d, K=K, delta=delta), log_lo, log_hi, 64, 40)
+    return peaks.golden_section_peak(lambda s: approx_snr(s, d=d, K=K, delta=delta), log_lo, log_hi, 64, 40)
 
 
 def approx_peak_sigma(*, d: Any, K: Any, delta: Any, lo: Any = 1e-4, hi: Any = 1e4) -> tuple[Array, Array]:
@@ -808,7 +789,7 @@ def _quadrature_peak(delta, log_lo, log_hi, *, d, K):
     def snr_fn(s):
         return _quadrature(s, delta, d=d, K=K, **_RESOLUTION)
 
-    return _golden_peak(snr_fn, log_lo, log_hi, 64, 40)
+    return peaks.golden_section_peak(snr_fn, log_lo, log_hi, 64, 40)
 
 
 def exact_peak_sigma_quadrature(*, d: int, K: int, delta: Any, lo: Any = 1e-3, hi: Any = 1e3) -> tuple[Array, Array]:
@@ -827,16 +808,6 @@ def exact_peak_sigma_quadrature(*, d: int, K: int, delta: Any, lo: Any = 1e-3, h
     return _quadrature_peak(
         _as_float(delta, dt), jnp.log(_as_float(lo, dt)), jnp.log(_as_float(hi, dt)), d=d, K=K
     )
-
-
-def _parabola_vertex(t: Array, y: Array) -> Array:
-    """Log-sigma of the vertex of the parabola through the best grid point and its neighbours."""
-    n = t.shape[0]
-    j = jnp.clip(jnp.argmax(y), 1, n - 2)
-    y0, y1, y2 = y[j - 1], y[j], y[j + 1]
-    curvature = y0 - 2.0 * y1 + y2
-    offset = jnp.where(curvature < 0, 0.5 * (y0 - y2) / jnp.where(curvature < 0, curvature, -1.0), 0.0)
-    return t[j] + jnp.clip(offset, -1.0, 1.0) * (t[1] - t[0])
 
 
 def exact_peak_sigma(
@@ -858,8 +829,8 @@ def exact_peak_sigma(
     Carlo SNR curve (two grid steps); a second grid of ``num_grid`` points on the bracket
     is estimated with common random numbers (so the curve is smooth in sigma), and the
     peak is the vertex of the parabola in ``log sigma`` through its best point and the two
-    neighbours. The standard error is by batch means: the draws are split into
-    ``num_groups`` independent groups, the vertex is found for each, and
+    neighbours (:func:`molrg.peaks.parabola_vertex`). The standard error is by batch means:
+    the draws are split into ``num_groups`` independent groups, the vertex is found for each, and
     ``se(log sigma*) = std(group vertices) / sqrt(num_groups)``,
     ``se(sigma*) = sigma* se(log sigma*)``. With the defaults the relative stderr is ~1e-3
     (K = 3, d = 5, delta = 0.2). For a deterministic value use
@@ -896,8 +867,100 @@ def exact_peak_sigma(
     # Chunk means -> group means: independent batches of equal size.
     grouped = stats[..., :2].reshape(num_groups, num_chunks // num_groups, num_grid, 2).mean(axis=1)
     pooled = grouped.mean(axis=0)
-    t_star = _parabola_vertex(fine, pooled[:, 0] / pooled[:, 1])
-    t_groups = jax.vmap(lambda g: _parabola_vertex(fine, g[:, 0] / g[:, 1]))(grouped)
+    t_star = peaks.parabola_vertex(fine, pooled[:, 0] / pooled[:, 1])
+    t_groups = jax.vmap(lambda g: peaks.parabola_vertex(fine, g[:, 0] / g[:, 1]))(grouped)
     se_t = jnp.std(t_groups, ddof=1) / jnp.sqrt(jnp.asarray(num_groups, dt))
     sigma_star = jnp.exp(t_star)
     return sigma_star, sigma_star * se_t
+
+
+# --------------------------------------------------------------------------------------
+# Host-side curves on grids: NumPy in, NumPy out, in JAX's default float dtype.
+
+P1_SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": dict(n=50, K=3, d=5, delta=0.2),  # P1 Figs. 3, 4 and 15
+    "fig14": dict(n=100, K=10, d=5, delta=0.3),  # the defaults of P1 Fig. 14
+}
+"""P1's two reference settings (docs/theory.md section 7), by name."""
+
+
+def _padded(sigmas: Any, pad: int | None) -> tuple[np.ndarray, int]:
+    """``sigmas`` as float64, padded with ones to ``max(len, pad, 64)`` rounded up to a power of two.
+
+    Padding lets every call of one study (dense grid, zoom, a few extra points) reuse one
+    compiled program; compiling costs far more than evaluating 128 points.
+    """
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0):
+        _fail("pad", f"must be None or an int >= 0; got {pad!r}")
+    sig = np.asarray(sigmas, np.float64).reshape(-1)
+    _check_sigma(sig, "sigmas")
+    size = sig.shape[0]
+    length = 1 << (max(size, pad or 0, 64) - 1).bit_length()  # the next power of two
+    return np.concatenate([sig, np.ones(length - size)]), size
+
+
+def exact_snr_curve(sigmas: Any, *, d: int, K: int, delta: float, pad: int | None = None) -> np.ndarray:
+    """Exact SNR by quadrature (:func:`exact_snr_quadrature`) at ``sigmas``, NumPy in and out.
+
+    Evaluated in JAX's default float dtype (float32 unless x64 is on; ~1e-5 relative) and
+    returned as float64. The grid is padded to ``pad`` points (at least 64, a power of two;
+    see :func:`_padded`): pass the length of a study's main grid so that short calls reuse
+    its compiled program.
+
+    Args:
+      sigmas: noise levels > 0, any shape (flattened).
+      d: subspace dimension (int >= 1).
+      K: number of classes (int >= 2).
+      delta: detail level in [0, 1).
+      pad: minimum padded length, or None.
+
+    Returns:
+      ``(S,)`` float64 array.
+    """
+    dtype = jnp.zeros((), dtype=float).dtype
+    sig, size = _padded(sigmas, pad)
+    out = exact_snr_quadrature(jnp.asarray(sig, dtype), d=d, K=K, delta=jnp.asarray(delta, dtype))
+    return np.asarray(out, np.float64)[:size]
+
+
+@jax.jit
+def _closed_forms(sigma, d, K, delta):
+    """Theorem 1 and the two rates, ``(4, S)``: one compiled program for every (d, K, delta)."""
+    return jnp.stack([
+        approx_snr(sigma, d=d, K=K, delta=delta),
+        denoising_rate(sigma, delta),
+        class_confidence(sigma, d=d, K=K, delta=delta),
+        confidence_plus(sigma, d=d, K=K, delta=delta),
+    ])
+
+
+def closed_form_curves(sigmas: Any, *, d: int, K: int, delta: float,
+                       pad: int | None = None) -> dict[str, np.ndarray]:
+    """Theorem 1's SNR and the rates of P1 Fig. 4 at ``sigmas``, NumPy in and out.
+
+    Keys ``approx_snr`` (:func:`approx_snr`), ``denoising_rate`` (``sigma^2 / delta^2``),
+    ``class_confidence`` (``h(w+)``) and ``confidence_plus`` (``w+``), each ``(S,)`` float64,
+    evaluated in JAX's default float dtype. ``d``, ``K`` and ``delta`` are traced and the grid
+    is padded as in :func:`exact_snr_curve`, so one compiled program serves every call of
+    the same padded length.
+
+    Args:
+      sigmas: noise levels > 0, any shape (flattened).
+      d: subspace dimension (>= 1).
+      K: number of classes (>= 2).
+      delta: detail level in (0, 1) (the denoising rate divides by it).
+      pad: minimum padded length, or None.
+    """
+    _check_d(d)
+    _check_K(K)
+    _check_delta(delta, positive=True)
+    dtype = jnp.zeros((), dtype=float).dtype
+    sig, size = _padded(sigmas, pad)
+    out = np.asarray(_closed_forms(jnp.asarray(sig, dtype), jnp.asarray(d, dtype), jnp.asarray(K, dtype),
+                                   jnp.asarray(delta, dtype)), np.float64)[:, :size]
+    return dict(zip(("approx_snr", "denoising_rate", "class_confidence", "confidence_plus"), out))
+
+
+def approx_snr_curve(sigmas: Any, *, d: int, K: int, delta: float, pad: int | None = None) -> np.ndarray:
+    """Theorem 1's SNR at ``sigmas``, NumPy in and out: :func:`closed_form_curves`' ``approx_snr``."""
+    return closed_form_curves(sigmas, d=d, K=K, delta=delta, pad=pad)["approx_snr"]

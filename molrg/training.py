@@ -1,33 +1,41 @@
-"""Training denoisers on MoLRG data and comparing them with the optimum (THEORY section 4).
+"""Training denoisers on MoLRG data and comparing them with the optimum (docs/theory.md section 4).
 
 The denoising loss (P1; no per-level weighting)
 
     L(theta) = E_{x_0, (sigma, s), eps} || x_theta(s (x_0 + sigma eps), sigma, s) - x_0 ||^2
 
-(squared error summed over coordinates, averaged over the batch), with ``(sigma, s)``
-drawn by a noise distribution: :class:`DDPMNoise` (uniform integer ``t`` in
+(squared error summed over coordinates, averaged over the batch, or a weighted average
+``sum_b w_b l_b / sum_b w_b`` with per-sample ``weights``: weight 0 = a padding row that
+counts nothing), with ``(sigma, s)`` drawn by a noise distribution: :class:`DDPMNoise` (uniform integer ``t`` in
 ``[0, T-1]`` of P1's linear DDPM schedule) or the continuous VE options
-:class:`LogNormalNoise` (EDM) and :class:`LogUniformNoise` (``s = 1``).
+:class:`LogNormalNoise` (EDM) and :class:`LogUniformNoise` (``s = 1``), all defined in :mod:`molrg.schedules` (re-exported here).
 
-Training (:func:`train`, :func:`train_ensemble`) is one compiled program: a
-``lax.scan`` over steps, or, with evaluation, a scan over segments of ``eval_every``
-steps whose body is a scan over steps followed by an evaluation. All randomness of
-step ``i`` is a function of ``(seed, i)`` only:
+Training is one program: :func:`fit` is the pure, traceable run (a ``lax.scan`` over
+steps; call it under ``jit``/``vmap``, e.g. inside a sweep's point function), and
+:func:`train` / :func:`train_ensemble` are its compiled (and vmapped) drivers, with
+evaluation: a scan over segments of ``eval_every`` steps whose body is a scan over steps
+followed by an evaluation. All randomness of step ``i`` is a function of ``(key, i)``
+only, ``key = jax.random.key(seed)`` for :func:`train`:
 
-    base = key(seed);  init key = fold_in(base, 0)
+    base = key;  init key = fold_in(base, 0)
     minibatch:  epoch e = i // (N // B) takes permutation(fold_in(fold_in(base, 1), e)),
                 position i % (N // B) takes its next B indices (the last N mod B
                 samples of each epoch's permutation are dropped), or, with a MoLRG as
-                data, B fresh samples from fold_in(fold_in(base, 1), i);
+                data, B fresh samples from fold_in(fold_in(base, 1), i); full batch
+                (``batch_size=None``): every step takes all N rows in order;
     noise:      a (B, n + 1) standard normal from fold_in(fold_in(base, 2), i): eps and,
                 by inverse transform of the last column, t or sigma.
 
 So a run is deterministic per seed, and resuming at step ``i`` needs only the
-parameters, the optimiser state and ``i`` (:func:`save_checkpoint` /
-:func:`load_checkpoint`): N steps in one go equal N/2 + checkpoint + N/2.
+parameters, the optimiser state and ``i`` (:func:`molrg.checkpoint.save_checkpoint` /
+:func:`molrg.checkpoint.load_checkpoint`): N steps in one go equal N/2 + checkpoint + N/2.
 
 The optimiser is an optax factory wrapped in ``optax.inject_hyperparams``, so the
-learning rate lives in the optimiser state: one program serves every learning rate,
+learning rate lives in the optimiser state: one program serves every learning rate. An
+optional ``schedule(i)`` multiplies the optimiser's update at step ``i`` (for optax's
+optimisers that end in a learning-rate scaling -- adam, sgd, adamw, ... -- the learning
+rate of step ``i`` is then ``learning_rate * schedule(i)``, e.g.
+``optax.cosine_decay_schedule(1.0, steps, alpha=1e-3)``),
 and :func:`train_ensemble` vmaps the whole run over seeds and learning rates (and,
 with several devices, shards that ensemble axis with ``jax.shard_map`` over a
 ``Mesh`` axis named ``"ensemble"``).
@@ -35,21 +43,17 @@ with several devices, shards that ensemble axis with ``jax.shard_map`` over a
 Evaluation (every ``eval_every`` steps, and once at the start) on a fixed eval set of
 the true mixture at fixed noise levels: the network's MSE per level, the Bayes MSE of
 :func:`molrg.denoise` on the same noisy points, their difference (excess MSE), and for
-networks with learned subspaces (a ``bases(params)`` method) the subspace error
-``sqrt(sum_l ||P^_pi(l) - P*_l||_F^2)`` after matching learned blocks to true blocks
-(Hungarian algorithm on the pairwise errors, on the host) with the principal angles of
-each matched pair.
+networks with learned subspaces (a ``bases(params)`` method) the normalised subspace
+error of :mod:`molrg.subspaces`, ``sqrt(min_pi sum_l ||P^_pi(l) - P*_l||_F^2 / (2 K d))``
+in [0, 1] (pair errors computed in the program, blocks matched on the host), with the
+principal angles of each matched pair.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import json
 import math
-import os
-import tempfile
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -59,10 +63,11 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from molrg import subspaces
 from molrg._validate import check_positive, fail, is_concrete
 from molrg.mixture import MoLRG
 from molrg.posterior import denoise
-from molrg.schedules import PAPER_SIGMAS, PAPER_TIMESTEPS, DDPMLinear
+from molrg.schedules import DDPMNoise, LogNormalNoise, LogUniformNoise
 
 Array = jax.Array
 
@@ -71,115 +76,12 @@ __all__ = [
     "LogNormalNoise",
     "LogUniformNoise",
     "TrainResult",
-    "Checkpoint",
     "denoising_loss",
+    "fit",
+    "optimizer",
     "train",
     "train_ensemble",
-    "subspace_error",
-    "save_checkpoint",
-    "load_checkpoint",
 ]
-
-
-# ----------------------------------------------------------------------------------------
-# Noise distributions.
-# ----------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class DDPMNoise:
-    """``t ~ Uniform{0, ..., T-1}`` of a :class:`molrg.schedules.DDPMLinear` schedule.
-
-    Default: P1's T = 500, betas 1e-4..0.02. Evaluation levels: P1's timesteps
-    (:data:`molrg.schedules.PAPER_TIMESTEPS`).
-
-    ``weighting="edm"`` draws ``t`` with probability proportional to EDM's loss weight
-    ``lambda(sigma_t) = 1 / sigma_t^2 + 1 / sigma_data^2`` (Karras et al. 2022, the
-    ``1 / c_out^2`` of :class:`molrg.networks.MLPDenoiser`'s preconditioning) instead.
-    Importance sampling: the unweighted loss's expected gradient is then that of the
-    ``lambda``-weighted loss over uniform ``t`` (up to a constant factor), with no heavy
-    per-sample weights. P1's own loss is ``"uniform"``.
-    """
-
-    schedule: DDPMLinear = DDPMLinear()
-    weighting: str = "uniform"
-    sigma_data: float = 0.5
-
-    def __post_init__(self):
-        if self.weighting not in ("uniform", "edm"):
-            fail("weighting", f"must be 'uniform' or 'edm'; got {self.weighting!r}")
-        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
-            fail("sigma_data", f"must be finite and > 0; got {self.sigma_data!r}")
-
-    def probabilities(self) -> np.ndarray:
-        """``P(t)`` for ``t = 0..T-1`` (float64, sums to 1)."""
-        T = self.schedule.T
-        if self.weighting == "uniform":
-            return np.full(T, 1.0 / T)
-        w = 1.0 / np.square(self.schedule.sigmas) + 1.0 / self.sigma_data**2
-        return w / w.sum()
-
-    def from_normal(self, z: Array) -> tuple[Array, Array]:
-        """``(sigma, scale)`` from standard normals ``z`` by inverse transform.
-
-        ``t = floor(Phi(z) T)`` is uniform on ``{0, ..., T-1}`` (``"edm"``: the first
-        ``t`` whose cumulative probability exceeds ``Phi(z)``); ``(sigma, scale)`` are
-        read from the float64 tables cast to ``z``'s dtype.
-        """
-        T = self.schedule.T
-        if self.weighting == "uniform":
-            t = jnp.clip(jnp.floor(jax.scipy.special.ndtr(z) * T).astype(jnp.int32), 0, T - 1)
-        else:
-            cdf = jnp.asarray(np.cumsum(self.probabilities()), z.dtype)
-            t = jnp.clip(jnp.searchsorted(cdf, jax.scipy.special.ndtr(z), side="right"), 0, T - 1)
-        sigmas = jnp.asarray(self.schedule.sigmas, z.dtype)
-        scales = jnp.asarray(np.sqrt(self.schedule.alphas_cumprod), z.dtype)
-        return sigmas[t], scales[t]
-
-    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
-        t = np.asarray([t for t in PAPER_TIMESTEPS if t < self.schedule.T])
-        return self.schedule.sigmas[t], np.sqrt(self.schedule.alphas_cumprod[t])
-
-
-@dataclasses.dataclass(frozen=True)
-class LogNormalNoise:
-    """EDM's training distribution ``log sigma ~ N(p_mean, p_std^2)``, ``scale = 1``.
-
-    Evaluation levels: P1's sigma grid (:data:`molrg.schedules.PAPER_SIGMAS`).
-    """
-
-    p_mean: float = -1.2
-    p_std: float = 1.2
-
-    def __post_init__(self):
-        if not (math.isfinite(self.p_mean) and math.isfinite(self.p_std) and self.p_std > 0):
-            fail("p_mean/p_std", f"need finite p_mean and p_std > 0; got {self.p_mean}, {self.p_std}")
-
-    def from_normal(self, z: Array) -> tuple[Array, Array]:
-        """``(sigma, scale)`` from standard normals ``z``."""
-        return jnp.exp(self.p_mean + self.p_std * z), jnp.ones_like(z)
-
-    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(PAPER_SIGMAS), np.ones(len(PAPER_SIGMAS))
-
-
-@dataclasses.dataclass(frozen=True)
-class LogUniformNoise:
-    """``log sigma ~ Uniform[log sigma_min, log sigma_max]``, ``scale = 1`` (VE)."""
-
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-
-    def __post_init__(self):
-        if not (0 < self.sigma_min < self.sigma_max < math.inf):
-            fail("sigma_min/sigma_max", f"need 0 < sigma_min < sigma_max < inf; got "
-                 f"{self.sigma_min}, {self.sigma_max}")
-
-    def from_normal(self, z: Array) -> tuple[Array, Array]:
-        """``(sigma, scale)`` from standard normals ``z`` by inverse transform."""
-        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
-        return jnp.exp(lo + (hi - lo) * jax.scipy.special.ndtr(z)), jnp.ones_like(z)
-
-    def eval_levels(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(PAPER_SIGMAS), np.ones(len(PAPER_SIGMAS))
 
 
 _NOISES = (DDPMNoise, LogNormalNoise, LogUniformNoise)
@@ -201,8 +103,12 @@ def _normal(key, shape, dtype):
     return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
 
 
-def denoising_loss(net, params, x0: Array, sigma, scale, eps: Array) -> Array:
+def denoising_loss(net, params, x0: Array, sigma, scale, eps: Array, weights=None) -> Array:
     """``mean_b || x_theta(s_b (x0_b + sigma_b eps_b)) - x0_b ||^2`` (summed over coordinates).
+
+    With ``weights``, the weighted mean ``sum_b w_b l_b / sum_b w_b`` of the per-sample
+    losses ``l_b``: a row of weight 0 (padding) contributes exactly nothing to the loss or
+    its gradient; a batch of total weight 0 has loss 0.
 
     Args:
       net: a network of :mod:`molrg.networks`.
@@ -210,17 +116,25 @@ def denoising_loss(net, params, x0: Array, sigma, scale, eps: Array) -> Array:
       x0: ``(B, n)`` clean samples.
       sigma, scale: scalars or ``(B,)``.
       eps: ``(B, n)`` standard normal noise.
+      weights: optional ``(B,)`` non-negative per-sample weights.
 
     Returns:
       The scalar loss.
     """
     if np.shape(eps) != np.shape(x0):
         fail("eps", f"must have the shape of x0 {np.shape(x0)}; got {np.shape(eps)}")
+    if weights is not None and np.shape(weights) != np.shape(x0)[:1]:
+        fail("weights", f"must have shape {np.shape(x0)[:1]} (one per sample); got {np.shape(weights)}")
     sig = jnp.asarray(sigma).astype(x0.dtype)
     sc = jnp.asarray(scale).astype(x0.dtype)
     x_t = _col(sc) * (x0 + _col(sig) * eps)
     pred = net.apply(params, x_t, sig, sc)
-    return jnp.mean(jnp.sum(jnp.square(pred - x0), axis=-1))
+    per_sample = jnp.sum(jnp.square(pred - x0), axis=-1)
+    if weights is None:
+        return jnp.mean(per_sample)
+    w = jnp.asarray(weights).astype(x0.dtype)
+    total = jnp.sum(w)
+    return jnp.sum(w * per_sample) / jnp.where(total > 0, total, jnp.ones_like(total))
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,10 +148,11 @@ class _Plan:
     optimizer: Callable
     noise: Any
     steps: int
-    batch_size: int
+    batch_size: int | None  # None: full batch (every step takes all rows, in order)
     eval_every: int  # 0: no evaluation
     fresh: bool  # data is a MoLRG (fresh samples) rather than a fixed training set
     subspace: bool  # evaluation includes the subspace error
+    schedule: Callable | None = None  # schedule(step) multiplies the optimiser's update
 
 
 class _EvalSet(NamedTuple):
@@ -248,15 +163,24 @@ class _EvalSet(NamedTuple):
     true_bases: Array | None  # (K, n, d)
 
 
-def _optimizer(plan, learning_rate):
-    # Only the learning rate is injected (a state array, vmappable); the factory's other
-    # numeric arguments (Adam's b1, b2, eps) stay fixed Python constants.
-    factory = plan.optimizer
+def optimizer(factory: Callable = optax.adam, learning_rate=5e-4) -> optax.GradientTransformation:
+    """The optimiser :func:`train` builds from an optax ``factory``: only its learning rate injected.
+
+    ``optax.inject_hyperparams`` keeps the learning rate in the optimiser state (a state
+    array, so one program serves every rate and ensembles vmap over it); the factory's other
+    numeric arguments (Adam's b1, b2, eps) stay fixed Python constants. Use it to make the
+    ``opt_state`` template of :func:`molrg.checkpoint.load_checkpoint`:
+    ``jax.eval_shape(optimizer(optax.adam).init, params)``.
+    """
 
     def learning_rate_only(learning_rate):
         return factory(learning_rate=learning_rate)
 
     return optax.inject_hyperparams(learning_rate_only)(learning_rate=learning_rate)
+
+
+def _optimizer(plan, learning_rate):
+    return optimizer(plan.optimizer, learning_rate)
 
 
 def _seed_key(seed):
@@ -276,36 +200,38 @@ def _evaluate(plan: _Plan, params, ev: _EvalSet, num_levels: int) -> dict:
         K, n, d = true.shape
         u = plan.net.bases(params)
         learned = jnp.transpose(u.reshape(n, K, d), (1, 0, 2))  # (K, n, d)
-        overlap = jnp.einsum("ind,jne->ijde", learned, true)  # U^_i^T U*_j
-        # ||P^_i - P*_j||_F^2 = 2 ||(I - P*_j) U^_i||_F^2: a sum of squares, no cancellation.
-        resid = learned[:, None] - jnp.einsum("jne,ijde->ijnd", true, overlap)
-        out["pair_error"] = 2.0 * jnp.sum(jnp.square(resid), axis=(-2, -1))  # (K, K)
-        out["pair_cosines"] = jnp.linalg.svd(overlap, compute_uv=False)  # (K, K, d)
+        out["pair_error"] = subspaces.pair_errors(learned, true)  # (K, K)
+        out["pair_cosines"] = subspaces.pair_cosines(learned, true)  # (K, K, d)
+        # The stacked span: one block of dimension K d, no matching.
         ustar = true.transpose(1, 0, 2).reshape(n, K * d)
-        stacked = u - ustar @ (ustar.T @ u)
-        out["stacked_error"] = jnp.sqrt(2.0 * jnp.sum(jnp.square(stacked)))
+        out["stacked_error"] = jnp.sqrt(subspaces.pair_errors(u[None], ustar[None])[0, 0])
     return out
 
 
-def _program(plan: _Plan, data, seed, params, opt_state, start_step, evalset, num_levels):
-    """The whole run; returns (params, opt_state, losses (steps,), evals dict or None)."""
-    net, B = plan.net, plan.batch_size
+def _program(plan: _Plan, data, weights, base, params, opt_state, start_step, evalset, num_levels):
+    """The whole run from the PRNG key ``base``; returns (params, opt_state, losses (steps,),
+    evals dict or None)."""
+    net = plan.net
     opt = _optimizer(plan, 0.0)  # the learning rate used is the one in opt_state
-    base = _seed_key(seed)
     k_data = jax.random.fold_in(base, 1)
     k_noise = jax.random.fold_in(base, 2)
+    perm0 = None
     if plan.fresh:
         dtype, n = data.dtype, data.n
-        perm0 = None
+        B = plan.batch_size
     else:
         dtype, (N, n) = data.dtype, data.shape
+        B = N if plan.batch_size is None else plan.batch_size
         per_epoch = N // B
-        perm0 = jax.random.permutation(jax.random.fold_in(k_data, start_step // per_epoch), N)
+        if plan.batch_size is not None:
+            perm0 = jax.random.permutation(jax.random.fold_in(k_data, start_step // per_epoch), N)
 
     def minibatch(perm, i):
         if plan.fresh:
             x0, _ = data.sample(jax.random.fold_in(k_data, i), B)
-            return x0.astype(dtype), perm
+            return x0.astype(dtype), None, perm
+        if plan.batch_size is None:
+            return data, weights, perm
         epoch, pos = i // per_epoch, i % per_epoch
         # The run's first epoch permutation is perm0 (drawn before the loop, as a run may
         # start mid-epoch); drawing it again at step `start` cost a second sort of N keys
@@ -314,14 +240,14 @@ def _program(plan: _Plan, data, seed, params, opt_state, start_step, evalset, nu
                         lambda: jax.random.permutation(jax.random.fold_in(k_data, epoch), N),
                         lambda: perm)
         idx = lax.dynamic_slice(perm, (pos * B,), (B,))
-        return data[idx], perm
+        return data[idx], None if weights is None else weights[idx], perm
 
-    def loss_fn(p, x0, sigma, scale, eps):
-        return denoising_loss(net, p, x0, sigma, scale, eps)
+    def loss_fn(p, x0, w, sigma, scale, eps):
+        return denoising_loss(net, p, x0, sigma, scale, eps, w)
 
     def step(carry, i):
         p, state, perm = carry
-        x0, perm = minibatch(perm, i)
+        x0, w, perm = minibatch(perm, i)
         # One draw per step: n noise coordinates and one normal for the noise level
         # (inverse transform), so each step has a single PRNG call site -- XLA's compile
         # time grows with every threefry call inlined in the loop body. Drawn flat and
@@ -329,11 +255,14 @@ def _program(plan: _Plan, data, seed, params, opt_state, start_step, evalset, nu
         z = _normal(jax.random.fold_in(k_noise, i), (B, n + 1), dtype)
         eps = z[:, :n]
         sigma, scale = plan.noise.from_normal(z[:, n])
-        loss, grads = jax.value_and_grad(loss_fn)(p, x0, sigma, scale, eps)
+        loss, grads = jax.value_and_grad(loss_fn)(p, x0, w, sigma, scale, eps)
         # optax's Adam computes ``b1 ** count`` (float ** int32): allow standard promotion
-        # inside the optimiser only (the project runs with strict promotion).
+        # inside the optimiser and the schedule only (the project runs with strict promotion).
         with jax.numpy_dtype_promotion("standard"):
             updates, state = opt.update(grads, state, p)
+            if plan.schedule is not None:
+                factor = jnp.asarray(plan.schedule(i))
+                updates = jax.tree.map(lambda u: u * factor.astype(u.dtype), updates)
         p = optax.apply_updates(p, updates)
         return (p, state, perm), loss
 
@@ -356,21 +285,28 @@ def _program(plan: _Plan, data, seed, params, opt_state, start_step, evalset, nu
     return carry[0], carry[1], losses.reshape(-1), evs
 
 
-_single_program = jax.jit(_program, static_argnums=(0, 7))
+def _seeded_program(plan: _Plan, data, weights, seed, params, opt_state, start_step, evalset,
+                    num_levels):
+    return _program(plan, data, weights, _seed_key(seed), params, opt_state, start_step, evalset,
+                    num_levels)
+
+
+_single_program = jax.jit(_seeded_program, static_argnums=(0, 8))
 
 
 @functools.lru_cache(maxsize=32)
 def _ensemble_program(plan: _Plan, num_levels: int, devices: tuple | None):
-    fn = jax.vmap(functools.partial(_program, plan), in_axes=(None, 0, 0, 0, None, None, None))
+    fn = jax.vmap(functools.partial(_seeded_program, plan),
+                  in_axes=(None, None, 0, 0, 0, None, None, None))
 
-    def run(data, seeds, params, opt_state, start_step, evalset):
-        return fn(data, seeds, params, opt_state, start_step, evalset, num_levels)
+    def run(data, weights, seeds, params, opt_state, start_step, evalset):
+        return fn(data, weights, seeds, params, opt_state, start_step, evalset, num_levels)
 
     if devices is None:
         return jax.jit(run), None
     mesh = Mesh(np.asarray(devices), ("ensemble",))
     ens, rep = P("ensemble"), P()
-    sharded = jax.shard_map(run, mesh=mesh, in_specs=(rep, ens, ens, ens, rep, rep),
+    sharded = jax.shard_map(run, mesh=mesh, in_specs=(rep, rep, ens, ens, ens, rep, rep),
                             out_specs=ens, check_vma=False)
     return jax.jit(sharded), mesh
 
@@ -392,10 +328,12 @@ class TrainResult(NamedTuple):
         segment (NaN at the start), ``"sigma"``, ``"scale"``, ``"bayes_mse"`` (J,) per
         evaluation level, ``"net_mse"``, ``"excess_mse"`` (S+1, J), ``"eval_loss"``
         (S+1,) the mean of ``net_mse`` over the levels; with learned subspaces also
-        ``"subspace_error"`` (S+1,) (blocks matched), ``"stacked_error"`` (S+1,)
-        ``||U^ U^^T - U* U*^T||_F`` (no matching needed), ``"principal_angles"``
-        (S+1, K, d) radians, ascending, of the learned block matched to true block l,
-        ``"block_match"`` (S+1, K) the learned block matched to true block l.
+        ``"subspace_error"`` (S+1,) the normalised matched error of
+        :func:`molrg.subspaces.subspace_error` (in [0, 1]), ``"stacked_error"`` (S+1,)
+        ``||U^ U^^T - U* U*^T||_F`` (unnormalised; no matching needed),
+        ``"principal_angles"`` (S+1, K, d) radians, ascending, of the learned block
+        matched to true block l, ``"block_match"`` (S+1, K) the learned block matched
+        to true block l.
     """
 
     params: Any
@@ -419,7 +357,8 @@ def _check_net(net):
         fail("net", "must be hashable (a frozen dataclass)")
 
 
-def _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix):
+def _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix,
+                  weights=None, schedule=None):
     _check_net(net)
     if isinstance(data, MoLRG):
         if data.n != net.n:
@@ -433,10 +372,25 @@ def _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, st
         if is_concrete(data) and not np.all(np.isfinite(np.asarray(data))):
             fail("data", "must contain only finite values")
     _check_int("steps", steps, 1)
-    _check_int("batch_size", batch_size, 1)
+    if batch_size is None:
+        if isinstance(data, MoLRG):
+            fail("batch_size", "must be an integer with a MoLRG as data (None = full batch needs a training set)")
+    else:
+        _check_int("batch_size", batch_size, 1)
     _check_int("start_step", start_step, 0)
-    if not isinstance(data, MoLRG) and np.shape(data)[0] < batch_size:
+    if batch_size is not None and not isinstance(data, MoLRG) and np.shape(data)[0] < batch_size:
         fail("batch_size", f"must be <= the number of training samples {np.shape(data)[0]}; got {batch_size}")
+    if weights is not None:
+        if isinstance(data, MoLRG):
+            fail("weights", "need a training set as data (a MoLRG draws fresh samples)")
+        if np.shape(weights) != np.shape(data)[:1]:
+            fail("weights", f"must have shape {np.shape(data)[:1]} (one per training sample); got "
+                 f"{np.shape(weights)}")
+        if not jnp.issubdtype(jnp.asarray(weights).dtype, jnp.floating):
+            fail("weights", f"must be a floating array; got dtype {jnp.asarray(weights).dtype}")
+        check_positive("weights", weights, allow_zero=True)
+    if schedule is not None and not callable(schedule):
+        fail("schedule", "must be None or a function of the step index (an optax schedule)")
     if eval_every is not None:
         _check_int("eval_every", eval_every, 1)
         if steps % eval_every:
@@ -502,48 +456,6 @@ def _make_evalset(net, mix, noise, eval_levels, eval_size, eval_seed, dtype, sub
     return ev, {"sigma": sig, "scale": sc, "bayes_mse": bayes}
 
 
-def subspace_error(pair_error, pair_cosines=None):
-    """Matches learned blocks to true blocks and returns the matched subspace error.
-
-    Args:
-      pair_error: ``(..., K, K)``, entry ``[i, j] = ||P^_i - P*_j||_F^2`` for learned block
-        i and true block j.
-      pair_cosines: optional ``(..., K, K, d)`` singular values of ``U^_i^T U*_j``.
-
-    Returns:
-      ``(error, match, angles)``: ``error`` (...) ``= sqrt(sum_l ||P^_match[l] - P*_l||^2)``
-      minimised over block permutations (``scipy.optimize.linear_sum_assignment``);
-      ``match`` (..., K) the learned block matched to true block l; ``angles``
-      (..., K, d) principal angles (radians, ascending) of each matched pair, or None.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    cost = np.asarray(pair_error, np.float64)
-    if cost.ndim < 2 or cost.shape[-1] != cost.shape[-2]:
-        fail("pair_error", f"must have shape (..., K, K); got {cost.shape}")
-    K = cost.shape[-1]
-    flat = cost.reshape(-1, K, K)
-    cos = None if pair_cosines is None else np.asarray(pair_cosines, np.float64)
-    if cos is not None:
-        if cos.shape[:-1] != cost.shape:
-            fail("pair_cosines", f"must have shape {cost.shape + ('d',)}; got {cos.shape}")
-        cos = cos.reshape(flat.shape[0], K, K, -1)
-    err = np.empty(flat.shape[0])
-    match = np.empty((flat.shape[0], K), np.int64)
-    angles = None if cos is None else np.empty((flat.shape[0], K, cos.shape[-1]))
-    for b in range(flat.shape[0]):
-        learned, true = linear_sum_assignment(flat[b])
-        order = np.argsort(true)
-        match[b] = learned[order]
-        err[b] = math.sqrt(max(flat[b][learned, true].sum(), 0.0))
-        if cos is not None:
-            c = np.clip(cos[b][match[b], np.arange(K)], -1.0, 1.0)
-            angles[b] = np.sort(np.arccos(c), axis=-1)
-    lead = cost.shape[:-2]
-    return (err.reshape(lead), match.reshape(*lead, K),
-            None if angles is None else angles.reshape(*lead, K, -1))
-
-
 def _postprocess(evals, info, start_step, eval_every, losses):
     """Host side: numpy, excess MSE, segment-mean losses, block matching."""
     if evals is None:
@@ -559,8 +471,10 @@ def _postprocess(evals, info, start_step, eval_every, losses):
     out["excess_mse"] = ev["net_mse"] - info["bayes_mse"]
     out["eval_loss"] = ev["net_mse"].mean(-1)
     if "pair_error" in ev:
-        err, match, angles = subspace_error(ev["pair_error"], ev["pair_cosines"])
-        out.update(subspace_error=err, block_match=match, principal_angles=angles,
+        cosines = ev["pair_cosines"].astype(np.float64)
+        m = subspaces.match_pairs(ev["pair_error"].astype(np.float64), d=cosines.shape[-1],
+                                  cosines=cosines)
+        out.update(subspace_error=m.error, block_match=m.match, principal_angles=m.angles,
                    stacked_error=ev["stacked_error"])
     return out
 
@@ -572,11 +486,66 @@ def _with_learning_rate(opt_state, learning_rate):
     return opt_state._replace(hyperparams=hp)
 
 
-def train(net, data, *, seed: int, steps: int, batch_size: int = 32, learning_rate=None,
+def fit(net, data, *, key: Array, steps: int, weights=None, batch_size: int | None = None,
+        learning_rate=5e-4, noise=None, optimizer: Callable = optax.adam,
+        schedule: Callable | None = None, params=None, opt_state=None,
+        start_step: int = 0) -> TrainResult:
+    """Trains one network with the denoising loss: pure and traceable (no evaluation).
+
+    The program of :func:`train` without its evaluation and without compiling it: call it
+    under ``jax.jit`` (``net``, ``steps``, ``batch_size``, ``noise``, ``optimizer``,
+    ``schedule`` and ``start_step`` static) or inside a traced function, e.g. a sweep's
+    vmapped point function; ``data``, ``weights``, ``key``, ``learning_rate``, ``params``
+    and ``opt_state`` may be traced. ``train(net, data, seed=s, ...)`` runs
+    ``fit(net, data, key=jax.random.key(s), ...)``.
+
+    Args:
+      net: a network of :mod:`molrg.networks` (static).
+      data: ``(N, n)`` training set or a :class:`molrg.MoLRG` (fresh samples every step).
+      key: the run's PRNG key (initialisation, minibatches, noise; module docstring).
+      steps: number of optimiser steps.
+      weights: optional ``(N,)`` non-negative per-sample weights of the loss (0 = padding:
+        the row counts nothing; see :func:`denoising_loss`); training sets only.
+      batch_size: minibatch size, or None (default) for full-batch steps (all N rows, in
+        order; needs a training set).
+      learning_rate: the optimiser's (peak) learning rate (default 5e-4); ignored when
+        ``opt_state`` is given (its learning rate is used).
+      noise: :class:`DDPMNoise` (default), :class:`LogNormalNoise` or :class:`LogUniformNoise`.
+      optimizer: an optax factory taking ``learning_rate`` (default ``optax.adam``).
+      schedule: optional ``schedule(i) -> factor`` of the absolute step index ``i``,
+        multiplying the optimiser's update (module docstring), e.g.
+        ``optax.cosine_decay_schedule(1.0, steps, alpha=1e-3)``.
+      params: starting parameters (default ``net.init(fold_in(key, 0))`` in the data's dtype).
+      opt_state: starting optimiser state (default: fresh, at ``learning_rate``).
+      start_step: the absolute index of the first step (a Python int).
+
+    Returns:
+      A :class:`TrainResult` (``evals`` None).
+    """
+    noise = DDPMNoise() if noise is None else noise
+    _check_common(net, data, steps, batch_size, None, noise, optimizer, start_step, None,
+                  weights, schedule)
+    check_positive("learning_rate", learning_rate)
+    if not isinstance(data, MoLRG):
+        data = jnp.asarray(data)
+    if params is None:
+        params = net.init(jax.random.fold_in(key, 0), dtype=data.dtype)
+    plan = _Plan(net, optimizer, noise, steps, batch_size, 0, isinstance(data, MoLRG), False, schedule)
+    if opt_state is None:
+        lr = jnp.asarray(learning_rate).astype(jnp.result_type(*jax.tree.leaves(params)))
+        opt_state = _optimizer(plan, lr).init(params)
+    p, s, losses, _ = _program(plan, data, weights, key, params, opt_state, start_step, None, 0)
+    return TrainResult(p, s, start_step + steps, losses, None)
+
+
+def train(net, data, *, seed: int, steps: int, batch_size: int | None = 32, learning_rate=None,
           noise=None, optimizer: Callable = optax.adam, params=None, opt_state=None,
           start_step: int = 0, eval_every: int | None = None, mix: MoLRG | None = None,
-          eval_levels=None, eval_size: int = 512, eval_seed: int = 0) -> TrainResult:
+          eval_levels=None, eval_size: int = 512, eval_seed: int = 0, weights=None,
+          schedule: Callable | None = None) -> TrainResult:
     """Trains one network with the denoising loss, as one compiled ``lax.scan``.
+
+    The compiled :func:`fit` with ``key = jax.random.key(seed)``, plus evaluation.
 
     Args:
       net: a network of :mod:`molrg.networks` (static; its ``apply`` is the model).
@@ -585,7 +554,7 @@ def train(net, data, *, seed: int, steps: int, batch_size: int = 32, learning_ra
       seed: the run's seed (initialisation, minibatches, noise); an int in [0, 2^31).
       steps: number of optimiser steps (e.g. P1 Fig. 3: 200 epochs of 12,000 samples at
         batch 32 = 75,000).
-      batch_size: minibatch size (default 32).
+      batch_size: minibatch size (default 32), or None for full-batch steps.
       learning_rate: default 5e-4 (P1); with ``opt_state`` given, None keeps its value.
       noise: :class:`DDPMNoise` (default), :class:`LogNormalNoise` or :class:`LogUniformNoise`.
       optimizer: an optax factory taking ``learning_rate`` (default ``optax.adam``); it is
@@ -599,6 +568,10 @@ def train(net, data, *, seed: int, steps: int, batch_size: int = 32, learning_ra
       eval_levels: ``(sigmas, scales)`` for evaluation (default: the noise's levels).
       eval_size: eval samples per level.
       eval_seed: seed of the fixed eval set.
+      weights: optional ``(N,)`` per-sample loss weights (see :func:`fit`).
+      schedule: optional learning-rate schedule factor of the step index (see :func:`fit`);
+        part of the compiled program's cache key, so reuse one function object to reuse
+        the compile.
 
     Returns:
       A :class:`TrainResult`.
@@ -610,7 +583,8 @@ def train(net, data, *, seed: int, steps: int, batch_size: int = 32, learning_ra
       >>> res = train(net, x0, seed=0, steps=75_000, eval_every=2_500, mix=mix)
     """
     noise = DDPMNoise() if noise is None else noise
-    _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix)
+    _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix,
+                  weights, schedule)
     _check_int("seed", seed, 0)
     if seed >= 2**31:
         fail("seed", f"must be < 2^31; got {seed}")
@@ -624,7 +598,8 @@ def train(net, data, *, seed: int, steps: int, batch_size: int = 32, learning_ra
     if params is None:
         params = net.init(_init_key(seed), dtype=dtype)
     plan = _Plan(net, optimizer, noise, steps, batch_size, eval_every or 0,
-                 isinstance(data, MoLRG), eval_every is not None and _has_subspaces(net, mix))
+                 isinstance(data, MoLRG), eval_every is not None and _has_subspaces(net, mix),
+                 schedule)
     if opt_state is None:
         opt_state = _optimizer(plan, 5e-4 if learning_rate is None else learning_rate).init(params)
     elif learning_rate is not None:
@@ -634,8 +609,9 @@ def train(net, data, *, seed: int, steps: int, batch_size: int = 32, learning_ra
         evalset, info = _make_evalset(net, mix, noise, eval_levels, eval_size, eval_seed, dtype,
                                       plan.subspace)
         J = info["sigma"].size
-    p, s, losses, evals = _single_program(plan, data, jnp.asarray(seed, jnp.int32), params,
-                                          opt_state, start_step, evalset, J)
+    weights = None if weights is None else jnp.asarray(weights)
+    p, s, losses, evals = _single_program(plan, data, weights, jnp.asarray(seed, jnp.int32),
+                                          params, opt_state, start_step, evalset, J)
     return TrainResult(p, s, start_step + steps, losses,
                        _postprocess(evals, info, start_step, eval_every, losses))
 
@@ -644,11 +620,12 @@ def _largest_divisor(num: int, limit: int) -> int:
     return max(k for k in range(1, min(num, limit) + 1) if num % k == 0)
 
 
-def train_ensemble(net, data, *, seeds, learning_rates=None, steps: int, batch_size: int = 32,
-                   noise=None, optimizer: Callable = optax.adam, params=None, opt_state=None,
-                   start_step: int = 0, eval_every: int | None = None, mix: MoLRG | None = None,
-                   eval_levels=None, eval_size: int = 512, eval_seed: int = 0,
-                   devices=None) -> TrainResult:
+def train_ensemble(net, data, *, seeds, learning_rates=None, steps: int,
+                   batch_size: int | None = 32, noise=None, optimizer: Callable = optax.adam,
+                   params=None, opt_state=None, start_step: int = 0,
+                   eval_every: int | None = None, mix: MoLRG | None = None, eval_levels=None,
+                   eval_size: int = 512, eval_seed: int = 0, devices=None, weights=None,
+                   schedule: Callable | None = None) -> TrainResult:
     """Trains an ensemble (one member per seed and learning rate) as one vmapped program.
 
     Member ``e`` is exactly ``train(net, data, seed=seeds[e],
@@ -670,7 +647,8 @@ def train_ensemble(net, data, *, seeds, learning_rates=None, steps: int, batch_s
       A :class:`TrainResult` whose arrays have a leading E axis.
     """
     noise = DDPMNoise() if noise is None else noise
-    _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix)
+    _check_common(net, data, steps, batch_size, eval_every, noise, optimizer, start_step, mix,
+                  weights, schedule)
     seeds_np = np.asarray(seeds)
     if seeds_np.ndim != 1 or seeds_np.size < 1 or not np.issubdtype(seeds_np.dtype, np.integer):
         fail("seeds", f"must be a non-empty 1-D array of integers; got {seeds!r}")
@@ -690,7 +668,8 @@ def train_ensemble(net, data, *, seeds, learning_rates=None, steps: int, batch_s
     dtype = data.dtype
     seeds_j = jnp.asarray(seeds_np, jnp.int32)
     plan = _Plan(net, optimizer, noise, steps, batch_size, eval_every or 0,
-                 isinstance(data, MoLRG), eval_every is not None and _has_subspaces(net, mix))
+                 isinstance(data, MoLRG), eval_every is not None and _has_subspaces(net, mix),
+                 schedule)
 
     if params is None:
         params = jax.vmap(lambda s: net.init(_init_key(s), dtype=dtype))(seeds_j)
@@ -718,7 +697,8 @@ def train_ensemble(net, data, *, seeds, learning_rates=None, steps: int, batch_s
 
     devs = tuple(jax.devices() if devices is None else devices)
     m = _largest_divisor(E, len(devs))
-    args = (data, seeds_j, params, opt_state, jnp.asarray(start_step, jnp.int32), evalset)
+    weights = None if weights is None else jnp.asarray(weights)
+    args = (data, weights, seeds_j, params, opt_state, jnp.asarray(start_step, jnp.int32), evalset)
     if m == 1:
         fn, _ = _ensemble_program(plan, J, None)
         if devices is not None:
@@ -726,140 +706,10 @@ def train_ensemble(net, data, *, seeds, learning_rates=None, steps: int, batch_s
     else:
         fn, mesh = _ensemble_program(plan, J, devs[:m])
         ens, rep = NamedSharding(mesh, P("ensemble")), NamedSharding(mesh, P())
-        args = (jax.device_put(args[0], rep), jax.device_put(args[1], ens),
+        args = (jax.device_put(args[0], rep), jax.device_put(args[1], rep),
                 jax.device_put(args[2], ens), jax.device_put(args[3], ens),
-                jax.device_put(args[4], rep), jax.device_put(args[5], rep))
+                jax.device_put(args[4], ens), jax.device_put(args[5], rep),
+                jax.device_put(args[6], rep))
     p, s, losses, evals = fn(*args)
     return TrainResult(p, s, start_step + steps, losses,
                        _postprocess(evals, info, start_step, eval_every, losses))
-
-
-# ----------------------------------------------------------------------------------------
-# Checkpoints: one .npz holding the leaves and a JSON description of the tree.
-# ----------------------------------------------------------------------------------------
-class Checkpoint(NamedTuple):
-    params: Any
-    opt_state: Any
-    step: int
-    config: Any
-
-
-_FORMAT = "molrg-checkpoint-1"
-
-
-def _encode(node, leaves: list):
-    if node is None:
-        return {"t": "none"}
-    if isinstance(node, dict):
-        keys = list(node)
-        if not all(isinstance(k, str) for k in keys):
-            fail("params/opt_state", "dict keys must be strings to be checkpointed")
-        return {"t": "dict", "keys": keys, "c": [_encode(node[k], leaves) for k in keys]}
-    if isinstance(node, tuple) and hasattr(node, "_fields"):
-        cls = type(node)
-        return {"t": "namedtuple", "module": cls.__module__, "name": cls.__qualname__,
-                "c": [_encode(v, leaves) for v in node]}
-    if isinstance(node, (list, tuple)):
-        return {"t": type(node).__name__, "c": [_encode(v, leaves) for v in node]}
-    if isinstance(node, (jax.Array, np.ndarray, np.generic, int, float)) and not isinstance(node, bool):
-        if isinstance(node, jax.Array) and jnp.issubdtype(node.dtype, jax.dtypes.prng_key):
-            fail("params/opt_state", "PRNG key arrays cannot be checkpointed")
-        leaves.append(np.asarray(node))
-        return {"t": "leaf", "i": len(leaves) - 1, "py": type(node).__name__ if isinstance(node, (int, float)) else None}
-    fail("params/opt_state", f"cannot checkpoint a {type(node).__name__} node")
-
-
-def _decode(spec, leaves):
-    t = spec["t"]
-    if t == "none":
-        return None
-    if t == "dict":
-        return {k: _decode(c, leaves) for k, c in zip(spec["keys"], spec["c"])}
-    if t in ("list", "tuple"):
-        items = [_decode(c, leaves) for c in spec["c"]]
-        return items if t == "list" else tuple(items)
-    if t == "namedtuple":
-        cls = importlib.import_module(spec["module"])
-        for part in spec["name"].split("."):
-            cls = getattr(cls, part)
-        if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
-            fail("path", f"checkpoint names {spec['module']}.{spec['name']}, not a namedtuple class")
-        return cls(*[_decode(c, leaves) for c in spec["c"]])
-    if t == "leaf":
-        arr = leaves[spec["i"]]
-        if spec.get("py") == "int":
-            return int(arr)
-        if spec.get("py") == "float":
-            return float(arr)
-        return jnp.asarray(arr)
-    fail("path", f"unknown node type {t!r} in checkpoint")
-
-
-def save_checkpoint(path, params, opt_state, step: int, config=None) -> None:
-    """Writes ``params``, ``opt_state``, ``step`` and a JSON ``config`` atomically.
-
-    One ``.npz`` file: leaf arrays ``leaf_0 ... leaf_{m-1}`` and ``__meta__``, a JSON
-    string with the tree structure (dicts, lists, tuples, namedtuples such as optax's
-    states, None), the step and the config. Written to a temporary file in the same
-    directory, flushed and fsynced, then ``os.replace``-d over ``path`` (and the
-    directory fsynced), so a reader sees the old file or the new one, never a torn one.
-
-    Args:
-      path: destination file (any name; no extension is added).
-      params, opt_state: pytrees of arrays (e.g. from :func:`train`; ensemble arrays too).
-      step: the step count reached (``TrainResult.step``).
-      config: anything JSON-serialisable (the run's settings).
-    """
-    _check_int("step", step, 0)
-    leaves: list = []
-    tree = _encode({"params": params, "opt_state": opt_state}, leaves)
-    try:
-        meta = json.dumps({"format": _FORMAT, "tree": tree, "step": int(step), "config": config})
-    except (TypeError, ValueError) as err:
-        fail("config", f"must be JSON-serialisable ({err})")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        fail("path", f"directory {directory!r} does not exist")
-    arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
-    arrays["__meta__"] = np.asarray(meta)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ckpt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def load_checkpoint(path) -> Checkpoint:
-    """Reads a file written by :func:`save_checkpoint`.
-
-    Returns:
-      ``Checkpoint(params, opt_state, step, config)``; arrays as ``jax.Array`` with their
-      saved dtypes (namedtuple classes are re-imported by module and name).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        fail("path", f"no checkpoint file at {path!r}")
-    with np.load(path, allow_pickle=False) as z:
-        if "__meta__" not in z.files:
-            fail("path", f"{path!r} is not a molrg checkpoint (no __meta__)")
-        meta = json.loads(str(z["__meta__"]))
-        if meta.get("format") != _FORMAT:
-            fail("path", f"unknown checkpoint format {meta.get('format')!r}")
-        leaves = [z[f"leaf_{i}"] for i in range(len(z.files) - 1)]
-    tree = _decode(meta["tree"], leaves)
-    return Checkpoint(tree["params"], tree["opt_state"], int(meta["step"]), meta["config"])

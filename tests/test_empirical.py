@@ -59,6 +59,50 @@ def test_jit_vmap_and_float32(data):
     np.testing.assert_allclose(out32, _brute(train, x.astype(jnp.float32), 0.4, 1.0), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 10, 16, 103])
+def test_mask_equals_the_subset(data, chunk):
+    """0/1 weights give the empirical denoiser of the kept rows (dense oracle on the subset),
+    including chunks that are masked entirely (rows 16..31 and everything past 90)."""
+    train, x = data
+    keep = np.ones(103, bool)
+    keep[16:32] = False
+    keep[90:] = False
+    keep[[3, 40, 41]] = False
+    sig = jnp.geomspace(0.02, 20.0, x.shape[0])
+    got = molrg.empirical_denoise(train, x, sig, 0.9, weights=jnp.asarray(keep, train.dtype), chunk_size=chunk)
+    np.testing.assert_allclose(got, _brute(np.asarray(train)[keep], x, sig, 0.9), rtol=1e-10, atol=1e-12)
+    # A boolean mask is accepted as weights too.
+    np.testing.assert_allclose(molrg.empirical_denoise(train, x, sig, 0.9, weights=keep, chunk_size=chunk),
+                               got, rtol=1e-14)
+
+
+def test_weights_are_repeated_points(data):
+    """Integer weights act as repeated training points; the weights' scale does not matter."""
+    train, x = data
+    counts = np.arange(103) % 4  # 0, 1, 2, 3 copies
+    repeated = np.repeat(np.asarray(train), counts, axis=0)
+    want = _brute(repeated, x, 0.7, 0.9)
+    w = jnp.asarray(counts, train.dtype)
+    np.testing.assert_allclose(molrg.empirical_denoise(train, x, 0.7, 0.9, weights=w, chunk_size=10),
+                               want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(molrg.empirical_denoise(train, x, 0.7, 0.9, weights=1e-3 * w),
+                               want, rtol=1e-10, atol=1e-12)
+
+
+def test_mask_traced_under_jit_and_vmap(data):
+    """One compiled program for every subset size: the mask is an argument, N_keep traced."""
+    train, x = data
+    f = jax.jit(jax.vmap(lambda m, s: molrg.empirical_denoise(
+        train, x, s, weights=(jnp.arange(103) < m).astype(train.dtype), chunk_size=16)))
+    sizes, sigmas = jnp.asarray([1, 16, 17, 103]), jnp.asarray([0.3, 0.3, 2.0, 0.05])
+    got = f(sizes, sigmas)
+    for i in range(4):
+        np.testing.assert_allclose(got[i], _brute(train[:int(sizes[i])], x, float(sigmas[i]), 1.0),
+                                   rtol=1e-10, atol=1e-12)
+    # One training point left: every output is that point.
+    np.testing.assert_allclose(got[0], np.broadcast_to(train[0], x.shape), atol=1e-12)
+
+
 def test_memory_does_not_grow_with_training_set_size():
     """XLA's temporary buffers depend on the chunk, not on N (the input itself aside)."""
     from molrg.empirical import _stream
@@ -67,7 +111,7 @@ def test_memory_does_not_grow_with_training_set_size():
         train = jax.ShapeDtypeStruct((N, 100), jnp.float32)
         x = jax.ShapeDtypeStruct((256, 100), jnp.float32)
         s = jax.ShapeDtypeStruct((), jnp.float32)
-        compiled = _stream.lower(train, x, s, s, chunk_size=1024).compile()
+        compiled = _stream.lower(train, None, x, s, s, chunk_size=1024).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     small, big = temp_bytes(10_240), temp_bytes(1_024_000)
@@ -95,3 +139,11 @@ def test_validation(data):
         molrg.empirical_denoise(train, x, 0.5, chunk_size=0)
     with pytest.raises(ValueError, match="train_x: must contain only finite"):
         molrg.empirical_denoise(train.at[0, 0].set(jnp.inf), x, 0.5)
+    with pytest.raises(ValueError, match=r"weights: must have shape \(N,\) = \(103,\)"):
+        molrg.empirical_denoise(train, x, 0.5, weights=jnp.ones(102))
+    with pytest.raises(ValueError, match="weights: must be >= 0"):
+        molrg.empirical_denoise(train, x, 0.5, weights=jnp.ones(103).at[5].set(-1.0))
+    with pytest.raises(ValueError, match="weights: must be finite"):
+        molrg.empirical_denoise(train, x, 0.5, weights=jnp.ones(103).at[5].set(jnp.nan))
+    with pytest.raises(ValueError, match="weights: must have at least one positive entry"):
+        molrg.empirical_denoise(train, x, 0.5, weights=jnp.zeros(103))

@@ -210,6 +210,105 @@ def test_snr_value_checks_skip_tracers():
         jax.jit(lambda o: metrics.snr(o, labels[:3], mix))(x)
 
 
+def _assert_stats_equal(got, want, rtol=1e-12):
+    for field in metrics.SNRStats._fields:
+        np.testing.assert_allclose(np.asarray(getattr(got, field), float), np.asarray(getattr(want, field), float),
+                                   rtol=rtol, err_msg=field)
+
+
+def test_snr_sample_weights_mask_equals_the_subset():
+    """0/1 sample weights give every statistic of the selected rows (and only of them)."""
+    rng = np.random.default_rng(8)
+    mix = _stand_in_mix(rng, n=10, dims=(2, 3, 2), weights=(0.5, 0.3, 0.2))
+    labels = rng.integers(0, 3, size=300)
+    x = _class_samples(rng, mix, labels, noise=0.4)
+    keep = rng.random(300) < 0.6
+    want = metrics.snr_per_class(x[keep], labels[keep], mix)
+    got = metrics.snr_per_class(x, labels, mix, sample_weights=keep.astype(float))
+    _assert_stats_equal(got, want)
+    num, den, ratio, snr_ref, pooled_ref = _snr_reference(x[keep], labels[keep], mix.bases, mix.weights)
+    np.testing.assert_allclose(got.ratio, ratio, rtol=1e-12)
+    np.testing.assert_allclose(metrics.snr(x, labels, mix, sample_weights=keep), snr_ref, rtol=1e-12)
+    np.testing.assert_allclose(metrics.snr(x, labels, mix, sample_weights=keep, pooled=True), pooled_ref,
+                               rtol=1e-12)
+    # Left-out rows do not matter, whatever they hold (under jit, where values are not checked).
+    x_bad = np.where(keep[:, None], x, np.nan)
+    traced = jax.jit(lambda o, w: metrics.snr_per_class(o, labels, mix, sample_weights=w))(x_bad, keep)
+    _assert_stats_equal(traced, want)
+
+
+def test_snr_integer_sample_weights_are_repeated_samples():
+    rng = np.random.default_rng(9)
+    mix = _stand_in_mix(rng, n=8, dims=(2, 3))
+    labels = rng.integers(0, 2, size=120)
+    x = _class_samples(rng, mix, labels)
+    copies = rng.integers(0, 4, size=120)
+    want = metrics.snr_per_class(np.repeat(x, copies, axis=0), np.repeat(labels, copies), mix)
+    got = metrics.snr_per_class(x, labels, mix, sample_weights=copies.astype(float))
+    _assert_stats_equal(got, want, rtol=1e-10)
+
+
+def test_snr_skip_absent_averages_over_the_classes_present():
+    """With a class absent, skip_absent gives the SNR of the mixture of the present classes."""
+    rng = np.random.default_rng(10)
+    mix = _stand_in_mix(rng, n=10, dims=(2, 3, 2), weights=(0.5, 0.3, 0.2))
+    labels = rng.integers(0, 3, size=200)
+    x = _class_samples(rng, mix, labels, noise=0.5)
+    keep = labels != 1
+    # Reference: the two-class mixture of classes 0 and 2, labels renumbered, pi renormalised.
+    sub = types.SimpleNamespace(bases=(mix.bases[0], mix.bases[2]), K=2, n=10, dims=(2, 2),
+                                weights=np.array([0.5, 0.2]) / 0.7)
+    want = metrics.snr_per_class(x[keep], np.where(labels[keep] == 2, 1, 0), sub)
+    for args in ((x[keep], labels[keep], {}), (x, labels, {"sample_weights": keep})):
+        got = metrics.snr_per_class(args[0], args[1], mix, skip_absent=True, **args[2])
+        for field in ("snr", "snr_stderr", "pooled", "pooled_stderr"):
+            np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-12, err_msg=field)
+        for field in ("num", "den", "ratio", "num_stderr", "den_stderr", "ratio_stderr"):
+            values = np.asarray(getattr(got, field))
+            assert np.isnan(values[1]), field
+            np.testing.assert_allclose(values[[0, 2]], getattr(want, field), rtol=1e-12, err_msg=field)
+        np.testing.assert_array_equal(got.count, [np.sum(labels == 0), 0, np.sum(labels == 2)])
+    # Every class present: skip_absent changes nothing.
+    _assert_stats_equal(metrics.snr_per_class(x, labels, mix, skip_absent=True), metrics.snr_per_class(x, labels, mix))
+    # Without skip_absent an absent class is an error (concrete) or a NaN SNR (traced).
+    with pytest.raises(ValueError, match="^labels: must contain at least 1 sample"):
+        metrics.snr(x, labels, mix, sample_weights=keep)
+    assert np.isnan(jax.jit(lambda w: metrics.snr(x, labels, mix, sample_weights=w))(keep))
+
+
+def test_snr_traced_mask_sizes_match_eager_subsets():
+    """One compiled program for every prefix size m of a padded batch (the sweeps' use)."""
+    rng = np.random.default_rng(11)
+    mix = _stand_in_mix(rng, n=8, dims=(2, 2, 3))
+    labels = rng.integers(0, 3, size=64)
+    x = _class_samples(rng, mix, labels)
+    f = jax.jit(jax.vmap(lambda m: metrics.snr(x, labels, mix, sample_weights=(jnp.arange(64) < m),
+                                               skip_absent=True)))
+    sizes = np.array([5, 17, 64])
+    assert len(np.unique(labels[:5])) < 3 <= len(np.unique(labels[:17]))
+    got = f(jnp.asarray(sizes))
+    for m, g in zip(sizes, got):
+        present = np.unique(labels[:m])  # m = 5 misses a class (checked below)
+        ref = _snr_reference(x[:m], np.searchsorted(present, labels[:m]), [mix.bases[k] for k in present],
+                             mix.weights[present])[3]
+        np.testing.assert_allclose(g, ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sample_weights": np.ones(4)}, r"sample_weights: must have shape \(5,\)"),
+    ({"sample_weights": np.array([1.0, -1.0, 1.0, 1.0, 1.0])}, "sample_weights: must be finite and >= 0"),
+    ({"sample_weights": np.array([1.0, np.nan, 1.0, 1.0, 1.0])}, "sample_weights: must be finite and >= 0"),
+    ({"sample_weights": np.zeros(5)}, "sample_weights: must have a positive entry"),
+    ({"sample_weights": np.array([1.0, 0.0, 1.0, 0.0, 0.0])}, "labels: must contain at least 1 sample"),
+    ({"skip_absent": 1}, "skip_absent: must be a bool"),
+])
+def test_snr_rejects_bad_sample_weights(kwargs, match):
+    rng = np.random.default_rng(12)
+    mix = _stand_in_mix(rng, n=6, dims=(2, 2))
+    with pytest.raises(ValueError, match=match):
+        metrics.snr(rng.normal(size=(5, 6)), np.array([0, 1, 0, 1, 1]), mix, **kwargs)
+
+
 # ----------------------------------------------------------------------------------------------
 # Feature SNR with fitted subspaces.
 # ----------------------------------------------------------------------------------------------

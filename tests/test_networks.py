@@ -30,7 +30,7 @@ def _noisy(mix, num, sigma, scale, seed=1):
     key = (id(mix), seed)
     if key not in _POOL:
         # Orthogonal mixtures only: class k has variance 1 on its block, delta^2 on the
-        # others (THEORY section 2), sampled here with NumPy.
+        # others (docs/theory.md section 2), sampled here with NumPy.
         rng = np.random.default_rng(seed)
         u, delta = np.asarray(mix.stacked_bases), float(mix.delta)
         labels = rng.integers(0, mix.K, size=64)
@@ -97,7 +97,7 @@ def test_low_rank_features_are_consistent(mix):
     np.testing.assert_allclose(f["blocks"].reshape(12, -1), (xt / 0.7) @ u, atol=1e-13)
     np.testing.assert_allclose(out, f["h"] @ u.T, atol=1e-13)
     np.testing.assert_allclose(jnp.sum(f["posterior"], -1), 1.0, atol=1e-14)
-    # beta_l from THEORY section 3, recomputed by hand: h = beta_l * (U_l^T y).
+    # beta_l from docs/theory.md section 3, recomputed by hand: h = beta_l * (U_l^T y).
     s2, d2 = 0.25, 0.09
     beta = d2 / (d2 + s2) + (1 / (1 + s2) - d2 / (d2 + s2)) * f["posterior"]
     np.testing.assert_allclose(f["h"], (beta[:, :, None] * f["blocks"]).reshape(12, -1), atol=1e-13)
@@ -163,7 +163,7 @@ def test_subspace_net_equals_exact_denoiser_at_delta_zero(mix, per_sample):
 
 
 def test_subspace_net_is_a_scaled_posterior_weighted_projection(mix):
-    # THEORY's prefactor s / (s^2 + gamma^2), gamma = s sigma, checked directly.
+    # The prefactor of docs/theory.md section 4, s / (s^2 + gamma^2), gamma = s sigma, checked directly.
     net = SubspaceDenoiser(N, K, D)
     params = net.init(jax.random.key(2))
     _, _, _, xt = _noisy(mix, 8, 0.6, 0.5)

@@ -49,7 +49,7 @@ def _dense_denoiser(xt, covs, sigma):
 
 
 def brute_force_snr(sigma, *, d, K, delta, n_extra=3, num_per_class=20000, seed=0):
-    """SNR (THEORY 5) of the dense optimal denoiser in the n-dimensional model, with stderr."""
+    """SNR (docs/theory.md section 5) of the dense optimal denoiser in the n-dimensional model, with stderr."""
     rng = np.random.default_rng(seed)
     n = K * d + n_extra
     bases = _blocks(rng, n, K, d)
@@ -369,6 +369,37 @@ def test_monte_carlo_float32():
     assert m32.dtype == se32.dtype == sigma_star.dtype == jnp.float32
     quad = np.asarray(theory.exact_snr_quadrature(SIGMA8, **PAPER))
     assert np.all(np.abs(np.asarray(m32) - quad) < 4.5 * np.asarray(se32) + 1e-4 * quad)
+
+
+# --------------------------------------------------------------------------------------
+# Host-side curves.
+
+
+def test_host_curves_match_the_array_functions():
+    sigma = np.geomspace(1e-2, 10.0, 7)
+    # x64 is on here, so the host curves run in float64 like the array functions they wrap.
+    exact = theory.exact_snr_curve(sigma, **PAPER)
+    assert exact.dtype == np.float64 and exact.shape == (7,)
+    np.testing.assert_allclose(exact, np.asarray(theory.exact_snr_quadrature(jnp.asarray(sigma), **PAPER)),
+                               rtol=1e-13)
+    # Padding only lets calls share a compiled program: the values must not depend on it.
+    np.testing.assert_array_equal(theory.exact_snr_curve(sigma, **PAPER, pad=128), exact)
+    forms = theory.closed_form_curves(sigma, **PAPER)
+    s = jnp.asarray(sigma)
+    for key, ref in (("approx_snr", theory.approx_snr(s, **PAPER)),
+                     ("denoising_rate", theory.denoising_rate(s, PAPER["delta"])),
+                     ("class_confidence", theory.class_confidence(s, **PAPER)),
+                     ("confidence_plus", theory.confidence_plus(s, **PAPER))):
+        np.testing.assert_allclose(forms[key], np.asarray(ref), rtol=1e-13, err_msg=key)
+    np.testing.assert_array_equal(theory.approx_snr_curve(sigma, **PAPER), forms["approx_snr"])
+    for setting in theory.P1_SETTINGS.values():  # orthogonal subspaces fit: K d <= n
+        assert setting["K"] * setting["d"] <= setting["n"] and 0 < setting["delta"] < 1
+    with pytest.raises(ValueError, match="^sigmas: must be > 0"):
+        theory.exact_snr_curve([0.1, 0.0], **PAPER)
+    with pytest.raises(ValueError, match="^pad: must be None or an int >= 0"):
+        theory.approx_snr_curve(sigma, **PAPER, pad=-1)
+    with pytest.raises(ValueError, match=r"^delta: must lie in \(0, 1\)"):
+        theory.closed_form_curves(sigma, d=5, K=3, delta=0.0)
 
 
 # --------------------------------------------------------------------------------------

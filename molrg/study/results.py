@@ -11,7 +11,6 @@ and ``arrays.npz``; :func:`load_results` reads it back.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
@@ -19,9 +18,10 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
+
+from molrg._io import atomic_write  # the one helper, in the core so checkpoints share it
 
 
 @dataclasses.dataclass
@@ -31,30 +31,6 @@ class Results:
     scalars: dict = dataclasses.field(default_factory=dict)
     tables: dict = dataclasses.field(default_factory=dict)
     arrays: dict = dataclasses.field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w", *, fsync: bool = True, newline: str | None = None):
-    """Opens a temporary file next to ``path``; on a clean exit renames it over ``path``.
-
-    On an exception the temporary file is removed and ``path`` is untouched. ``fsync`` also
-    makes the new file durable across a power loss (the rename alone is atomic, not durable).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": newline})) as fh:
-            yield fh
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def jsonable(obj):
