@@ -1,7 +1,7 @@
 """Sweep engine: grouped, vmapped execution vs a Python loop over the same points, and the
 issue's full phase-transition sweep against its 10-minute budget.
 
-1. Ratio (target >= 5x). Both paths go through ``molrg.sweep.run_sweep`` into fresh
+1. Ratio (target >= 5x). Both paths go through ``molrg.experiments.run_sweep`` into fresh
    folders, so both include point-file writing and the table. Per study: one *cold* sweep
    each (compilation included) and then ``repeats`` *warm* sweeps each on new seeds (same
    shapes: compiled programs reused), alternated grouped / loop so the machine's load hits
@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import _timing  # noqa: E402
 
-from molrg.sweep import run_sweep  # noqa: E402
+from molrg.experiments import run_sweep  # noqa: E402
 
 
 def _ints(values):

@@ -93,7 +93,7 @@ def bench_curve(repeats, num_baseline):
 
 
 def bench_peak_map(overrides, loop_cells):
-    from molrg.runner import apply_overrides
+    from molrg.study import apply_overrides
     cfg = apply_overrides(peak_map.PeakMapConfig(), overrides)
     cells = peak_map._cells(cfg)
     d, dl, K = (jnp.asarray(c, jnp.float32) for c in cells.T)

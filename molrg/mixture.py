@@ -1,4 +1,4 @@
-"""The data model: a mixture of low-rank Gaussians (MoLRG), THEORY section 2.
+"""The data model: a mixture of low-rank Gaussians (MoLRG), docs/theory.md section 2.
 
 Class k has weight ``pi_k``, an orthonormal basis ``U_k`` (n x d_k) and a mean ``mu_k``;
 

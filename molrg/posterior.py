@@ -1,4 +1,4 @@
-"""The exact posterior, optimal denoiser and score of a MoLRG (THEORY section 3).
+"""The exact posterior, optimal denoiser and score of a MoLRG (docs/theory.md section 3).
 
 With ``x_t = s (x_0 + sigma eps)`` class k gives ``x_t ~ N(s mu_k, s^2 (Sigma_k + sigma^2 I))``:
 
@@ -110,7 +110,7 @@ def _analyse(mix, x, sigma, scale, dtype):
 
     if m is None and Q is None:
         # Orthogonal blocks, zero means: class k has variance 1 on its own block and
-        # delta^2 on the others (THEORY section 3's closed form, with weights, unequal
+        # delta^2 on the others (docs/theory.md section 3's closed form, with weights, unequal
         # dims, eta and per-sample noise). With block energies E_l = |U_l^T x_t / s|^2,
         #   logit_k = log pi_k + E_k (1 - delta^2) / (2 (1 + c)(delta^2 + c))
         #             - d_k / 2 log1p((1 - delta^2) / (delta^2 + c))   (+ common terms),

@@ -5,7 +5,7 @@ Every sampler is generic over the denoiser. A *denoiser* is any callable
     x0_hat = denoiser(x_t, sigma, scale)        x_t (B, n), sigma and scale scalars
 
 that estimates ``E[x_0 | x_t]`` under molrg's convention ``x_t = scale (x_0 + sigma eps)``
-(THEORY section 1). Wrap what you have with ``functools.partial`` or a lambda:
+(docs/theory.md section 1). Wrap what you have with ``functools.partial`` or a lambda:
 
     functools.partial(molrg.denoise, mix)                         # the exact optimum
     lambda x, s, c: molrg.empirical_denoise(train, x, s, c)       # the memorising optimum

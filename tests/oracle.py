@@ -1,7 +1,7 @@
 """Independent dense references for the tests: explicit n x n covariances, SciPy densities.
 
 Nothing here uses molrg's frame/Woodbury algebra: the class covariance is built from its
-definition (THEORY section 2) with an SVD for the other classes' span.
+definition (docs/theory.md section 2) with an SVD for the other classes' span.
 """
 
 from __future__ import annotations

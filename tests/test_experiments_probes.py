@@ -4,13 +4,15 @@ References: molrg.theory's exact SNR (its float64 quadrature and its Monte Carlo
 for the peak map's re-implemented quadrature and peak search; finite differences of the
 exact SNR for the derived existence law; the exact peak at very small delta for the derived
 small-delta law; probes.projection_classifier for the per-test-set projection scoring.
-The end-to-end runs use the experiments' quick overrides, which the claims reuse (same
-compiled programs).
+The end-to-end runs use the experiments' quick overrides; the claims are computed from
+their saved results, and must equal the claims of the in-memory results.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 
 import jax
@@ -19,10 +21,11 @@ import numpy as np
 import pytest
 
 import molrg
-from molrg import check_probes, metrics, probes, theory
-from molrg.checks import Claim
-from molrg.experiments import peak_map, probes
-from molrg.runner import apply_overrides, load_results, run_experiment
+from molrg import metrics, probes, theory
+from molrg import study
+from molrg.experiments import get, peak_map
+from molrg.experiments import probes as probes_exp
+from molrg.study import Claim, apply_overrides, load_results
 
 
 # ------------------------------------------------------------------------------------------
@@ -30,11 +33,37 @@ from molrg.runner import apply_overrides, load_results, run_experiment
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """Quick runs of both experiments: ``({name: results folder}, figures folder, {name: in-memory})``.
+
+    The in-memory results (what ``run`` returned, before saving) are kept, in the form
+    :func:`molrg.study.load_results` gives, as the reference for the claims' round trip.
+    """
     out = tmp_path_factory.mktemp("results")
     figs = tmp_path_factory.mktemp("figures")
-    paths = {name: run_experiment(name, quick=True, out_dir=str(out), fig_dir=str(figs), verbose=False)
-             for name in ("peak_map", "probes")}
-    return paths, str(figs)
+    paths, memory = {}, {}
+    for name in ("peak_map", "probes"):
+        exp = get(name)
+
+        def run(cfg, verbose=True, exp=exp, name=name):
+            res = exp.run(cfg, verbose=verbose)
+            memory[name] = {"manifest": {"config": dataclasses.asdict(cfg)}, "scalars": res.scalars,
+                            "tables": res.tables, "arrays": res.arrays}
+            return res
+
+        paths[name] = study.run_experiment(dataclasses.replace(exp, run=run), quick=True, out_dir=str(out),
+                                           fig_dir=str(figs), verbose=False)
+    return paths, str(figs), memory
+
+
+def _same(a, b) -> bool:
+    """Equal values of equal types (list and tuple alike), NaN equal to NaN; no tolerance."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if type(a) is not type(b):
+        return False
+    return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b
 
 
 @pytest.mark.parametrize("name,tables,stems", [
@@ -42,7 +71,7 @@ def runs(tmp_path_factory):
     ("probes", ["probes"], ["probes"]),
 ])
 def test_quick_run_writes_everything(runs, name, tables, stems):
-    paths, figs = runs
+    paths, figs, _ = runs
     path = paths[name]
     for f in ["manifest.json", "results.json", "arrays.npz"] + [f"{t}.csv" for t in tables]:
         assert os.path.getsize(os.path.join(path, f)) > 0, f
@@ -68,12 +97,13 @@ def test_peak_map_results_are_consistent(runs):
         assert r["gain"] == pytest.approx(r["snr_star"] / max(small, 1 / (r["K"] - 1)))
         # No cell's supremum is below its small-noise limit (beyond float32 rounding).
         assert r["gain"] > 1 - 1e-4
-        assert (r["interior"] == "True") == (r["gain"] > 1 + cfg["interior_tol"])
+        assert r["interior"] == (r["gain"] > 1 + cfg["interior_tol"])
 
 
-def test_claims_from_the_quick_runs():
-    claims = (check_probes.peak_map_claims(*check_probes._peak_map(True))
-              + check_probes.probes_claims(*check_probes._probes(True)))
+def test_claims_from_the_quick_runs(runs):
+    paths, _, _ = runs
+    claims = get("peak_map").claims(load_results(paths["peak_map"])) + get("probes").claims(
+        load_results(paths["probes"]))
     names = [c.name for c in claims]
     for expected in ("peak_map_interior", "peak_existence_law", "peak_power_law", "peak_small_delta_law",
                      "bayes_accuracy_monotone", "snr_unimodal", "linear_probe_unimodal", "projection_unimodal"):
@@ -84,6 +114,18 @@ def test_claims_from_the_quick_runs():
     # Statements that hold in any setting: Bayes accuracy cannot rise with noise, the SNR has a peak.
     assert by_name["bayes_accuracy_monotone"].passed
     assert by_name["snr_unimodal"].passed
+
+
+@pytest.mark.parametrize("name", ["peak_map", "probes"])
+def test_claims_survive_the_round_trip_through_saved_results(runs, name):
+    """Claims from the saved files (CSV, JSON) equal those from the in-memory results, bit for bit."""
+    paths, _, memory = runs
+    saved = get(name).claims(load_results(paths[name]))
+    direct = get(name).claims(memory[name])
+    assert [c.name for c in saved] == [c.name for c in direct] and saved
+    for a, b in zip(saved, direct):
+        assert (a.statement, a.tolerance, a.passed) == (b.statement, b.tolerance, b.passed), a.name
+        assert _same(a.measured, b.measured), (a.name, a.measured, b.measured)
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,7 +239,7 @@ def test_projection_scoring_matches_metrics():
     feats = molrg.denoise(mix, xt, 0.5)
     train, test, ytr, yte = feats[:1000], feats[1000:], y[:1000], y[1000:]
     fit = metrics.class_subspaces(train, ytr, num_classes=3, rank=5)
-    per_set = probes.projection_accuracies(fit, test, yte, 2)
+    per_set = probes_exp.projection_accuracies(fit, test, yte, 2)
     for i in range(2):
         ref = probes.projection_classifier(train, ytr, test[i * 1000:(i + 1) * 1000], yte[i * 1000:(i + 1) * 1000],
                                             num_classes=3, rank=5).accuracy
@@ -212,13 +254,13 @@ def test_projection_scoring_matches_metrics():
     (peak_map.PeakMapConfig(), {"num_grid": "3"}, "num_grid"),
     (peak_map.PeakMapConfig(), {"dtype": "float16"}, "dtype"),
     (peak_map.PeakMapConfig(), {"deltas": "0.1,0.1"}, "deltas"),
-    (probes.ProbesConfig(), {"d": "20"}, "d"),
-    (probes.ProbesConfig(), {"delta": "1.0"}, "delta"),
-    (probes.ProbesConfig(), {"sigmas": "0.3,0.1,1.0"}, "sigmas"),
-    (probes.ProbesConfig(), {"features": "denoiser,hidden"}, "features"),
-    (probes.ProbesConfig(), {"num_repeats": "1"}, "num_repeats"),
-    (probes.ProbesConfig(), {"num_test_sets": "1"}, "num_test_sets"),
-    (probes.ProbesConfig(), {"rank": "0"}, "rank"),
+    (probes_exp.ProbesConfig(), {"d": "20"}, "d"),
+    (probes_exp.ProbesConfig(), {"delta": "1.0"}, "delta"),
+    (probes_exp.ProbesConfig(), {"sigmas": "0.3,0.1,1.0"}, "sigmas"),
+    (probes_exp.ProbesConfig(), {"features": "denoiser,hidden"}, "features"),
+    (probes_exp.ProbesConfig(), {"num_repeats": "1"}, "num_repeats"),
+    (probes_exp.ProbesConfig(), {"num_test_sets": "1"}, "num_test_sets"),
+    (probes_exp.ProbesConfig(), {"rank": "0"}, "rank"),
 ])
 def test_config_validation(config, overrides, key):
     with pytest.raises(ValueError, match=f"^{key}:"):
@@ -226,7 +268,7 @@ def test_config_validation(config, overrides, key):
 
 
 def test_defaults_and_quick_overrides_validate():
-    for cfg, quick in ((peak_map.PeakMapConfig(), peak_map.QUICK), (probes.ProbesConfig(), probes.QUICK)):
+    for cfg, quick in ((peak_map.PeakMapConfig(), peak_map.QUICK), (probes_exp.ProbesConfig(), probes_exp.QUICK)):
         cfg.validate()
         apply_overrides(cfg, quick)
     cells = peak_map._cells(peak_map.PeakMapConfig())

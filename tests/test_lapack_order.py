@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from molrg.sweep import sweepables
+from molrg.experiments import sweepable
 from tests.lapack_order import lapack_unordered_pairs
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
@@ -42,7 +42,7 @@ def test_checker_finds_the_unordered_qr_eigh_pair():
                                        ("phase_transition_net", {"K": 2, "d": 3}),
                                        ("memorization", {})])
 def test_study_programs_order_their_lapack_calls(name, over):
-    sw = sweepables()[name]
+    sw = sweepable(name)
     cfg = dataclasses.replace(sw.config, **over)
     vals = {f: jnp.asarray([getattr(cfg, f)] * 2) for f in sw.numeric}
     hlo = _hlo(jax.vmap(lambda v: sw.point(cfg, v)), vals)

@@ -1,7 +1,9 @@
 """The trained-MLP memorisation study: config checks, the measurement pipeline against
-independent references, and an end-to-end quick run."""
+independent references, an end-to-end quick run, and its claims computed from saved results."""
 
+import csv
 import dataclasses
+import math
 import os
 import time
 
@@ -11,8 +13,9 @@ import numpy as np
 import pytest
 
 import molrg
+from molrg import study
 from molrg.experiments import mlp_memorization as mm
-from molrg.runner import apply_overrides, load_results, run_experiment
+from molrg.study import apply_overrides, load_results
 from molrg.sampling import ddpm_ancestral, default_timesteps, draw_noises
 from molrg.schedules import DDPMLinear, paper_timestep_sigmas
 
@@ -150,7 +153,7 @@ def test_empirical_denoiser_samples_are_copies_and_true_samples_are_not():
     assert got["nn_ratio"][0] < 0.2
     # Fresh true samples: NN ratio 1 within Monte Carlo error (two independent means of
     # 200 NN distances; relative std of one NN distance measured below), few copies.
-    ref = molrg.memorization.nearest_neighbors(reference, train).distance
+    ref = molrg.sample_quality.nearest_neighbors(reference, train).distance
     rel_se = float(np.std(np.asarray(ref), ddof=1) / np.mean(np.asarray(ref)) / np.sqrt(200))
     assert abs(got["nn_ratio"][1] - 1.0) < 4 * np.sqrt(2) * rel_se
     assert got["copy_fraction"][1] <= 0.05
@@ -170,13 +173,32 @@ def test_classify_thresholds():
 # ------------------------------------------------------------------------------------------
 # End to end.
 # ------------------------------------------------------------------------------------------
-def test_quick_run_writes_results_and_figures(tmp_path):
-    t0 = time.perf_counter()
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """A smaller-than-quick run: ``(results folder, figures folder, seconds, in-memory results)``.
+
+    The in-memory results (what ``run`` returned, in the form :func:`molrg.study.load_results`
+    gives) are the reference for the claims' round trip through the saved files.
+    """
+    out, figs = tmp_path_factory.mktemp("res"), tmp_path_factory.mktemp("fig")
     overrides = {"N_values": "16,64", "widths": "16", "segment_steps": "40", "num_test": "60", "num_seeds": "1",
                  "num_samples": "32", "sample_steps": "10"}
-    path = run_experiment("mlp_memorization", quick=True, overrides=overrides,
-                          out_dir=str(tmp_path / "res"), fig_dir=str(tmp_path / "fig"), verbose=False)
-    seconds = time.perf_counter() - t0
+    memory = {}
+
+    def capture(cfg, verbose=True):
+        res = mm.run(cfg, verbose=verbose)
+        memory.update(manifest={"config": dataclasses.asdict(cfg)}, scalars=res.scalars, tables=res.tables,
+                      arrays=res.arrays)
+        return res
+
+    t0 = time.perf_counter()
+    path = study.run_experiment(dataclasses.replace(mm.EXPERIMENT, run=capture), quick=True, overrides=overrides,
+                                out_dir=str(out), fig_dir=str(figs), verbose=False)
+    return path, figs, time.perf_counter() - t0, memory
+
+
+def test_quick_run_writes_results_and_figures(quick_run):
+    path, figs, seconds, _ = quick_run
     res = load_results(path)
     models = res["tables"]["models"]
     cfg = res["manifest"]["config"]
@@ -190,20 +212,82 @@ def test_quick_run_writes_results_and_figures(tmp_path):
                                      "interior dip", "flat")
     assert res["scalars"]["exact"]["verdict"] == "interior peak"
     for stem in ("mlp_memorization", "mlp_memorization_curves", "mlp_memorization_training"):
-        assert os.path.exists(tmp_path / "fig" / f"{stem}.png")
+        assert os.path.exists(figs / f"{stem}.png")
     assert seconds < 60, seconds  # target < 30 s; generous for a loaded 2-core machine
 
 
-def test_run_is_memoised_per_config():
-    """molrg reproduce trains the check's models once: equal configs reuse, others retrain."""
-    from molrg.experiments import mlp_memorization as mm
-    from molrg.runner import memoized_run
+def _same(a, b) -> bool:
+    """Equal values of equal types (list and tuple alike), NaN equal to NaN; no tolerance."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if type(a) is not type(b):
+        return False
+    return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b
 
-    assert hasattr(mm.run, "memo")  # the experiment's run goes through the memo
-    calls = []
-    run = memoized_run(lambda cfg, verbose: calls.append(cfg) or object())
-    a = run(mm.MLPMemorizationConfig(), verbose=False)
-    b = run(mm.MLPMemorizationConfig(), verbose=False)
-    c = run(mm.MLPMemorizationConfig(num_test=300), verbose=False)
-    assert a is b and c is not a
-    assert len(calls) == 2
+
+def test_claims_from_saved_results_follow_the_saved_models_table(quick_run):
+    """claims(load_results(path)): group sizes and agreement as read off the raw models.csv,
+    and the same claims, bit for bit, as from the in-memory results."""
+    path, _, _, memory = quick_run
+    got = {c.name: c for c in mm.claims(load_results(path))}
+    assert set(got) == {"mlp_memorization_shape[memorising]", "mlp_memorization_shape[generalising]"}
+    with open(os.path.join(path, "models.csv"), newline="") as fh:
+        final = [r for r in csv.DictReader(fh) if r["final"] == "True"]
+    assert len(final) == 2  # one seed, two N, the last checkpoint of each
+    for group, want in (("memorising", False), ("generalising", True)):
+        # The grouping rule written out: memorising copy >= 1/2; generalising copy <= 0.05 on the support.
+        rows = [r for r in final if (float(r["copy_fraction"]) >= 0.5) == (group == "memorising")
+                and (group == "memorising" or (float(r["copy_fraction"]) <= 0.05
+                                               and float(r["union_distance"]) <= 1.5 * float(r["union_distance_ref"])))]
+        agree = sum((r["verdict_test"] == "interior peak") == want for r in rows)
+        c = got[f"mlp_memorization_shape[{group}]"]
+        assert c.measured["models_in_group"] == len(rows) and c.measured["agreeing"] == agree
+        assert c.passed == (len(rows) > 0 and agree == len(rows))
+        assert len(c.measured["models"]) == 2 and c.measured["models"][0].startswith("W16/N16/s0: ")
+        assert c.measured["steps"] == 40 * mm.QUICK["num_segments"]
+        assert c.measured["N"] == [16, 64] and c.measured["widths"] == [16]
+    direct = {c.name: c for c in mm.claims(memory)}
+    for name, c in got.items():
+        d = direct[name]
+        assert (c.statement, c.tolerance, c.passed) == (d.statement, d.tolerance, d.passed)
+        assert _same(c.measured, d.measured), (c.measured, d.measured)
+
+
+def _planted_results(folder, models):
+    """A results folder holding only what the claims read: a ``models`` table and two scalars."""
+    cfg = dataclasses.asdict(mm.MLPMemorizationConfig())
+    study.write_table(os.path.join(folder, "models.csv"), models)
+    study.write_json_atomic(os.path.join(folder, "results.json"),
+                            {"steps": 10_000, "exact": {"verdict": "interior peak"}})
+    study.write_json_atomic(os.path.join(folder, "manifest.json"), {"config": cfg, "tables": ["models"]})
+    return str(folder)
+
+
+def test_claims_on_a_planted_models_table(tmp_path):
+    """Known groups and verdicts: a memorising model with a peak fails its claim; only final rows count."""
+    base = {"width": 256, "N": 16, "seed": 0, "union_distance": 0.7, "union_distance_ref": 0.6, "nn_ratio": 0.5,
+            "peak_gain_test": 1.0, "peak_gain_stderr_test": 0.0}
+    models = [
+        dict(base, final=False, copy_fraction=0.9, verdict_test="interior peak"),  # not final: ignored
+        dict(base, final=True, copy_fraction=0.9, verdict_test="monotone decreasing"),  # memorising, agrees
+        dict(base, final=True, copy_fraction=0.6, seed=1, verdict_test="interior peak"),  # memorising, disagrees
+        dict(base, final=True, copy_fraction=0.0, N=4096, verdict_test="interior peak"),  # generalising, agrees
+        dict(base, final=True, copy_fraction=0.0, N=4096, seed=1, union_distance=1.0,
+             verdict_test="monotone decreasing"),  # underfit (1.0 > 1.5 x 0.6): in neither group
+        dict(base, final=True, copy_fraction=0.2, seed=2, verdict_test="flat"),  # intermediate: neither
+    ]
+    got = {c.name: c for c in mm.claims(load_results(_planted_results(tmp_path, models)))}
+    mem, gen = got["mlp_memorization_shape[memorising]"], got["mlp_memorization_shape[generalising]"]
+    assert (mem.measured["models_in_group"], mem.measured["agreeing"], mem.passed) == (2, 1, False)
+    assert (gen.measured["models_in_group"], gen.measured["agreeing"], gen.passed) == (1, 1, True)
+    assert len(mem.measured["models"]) == 5
+    second = mem.measured["models"][1]
+    assert second.startswith("W256/N16/s1: copy 0.60") and "-> memorising; interior peak" in second
+    assert "-> underfit" in mem.measured["models"][3] and "-> intermediate" in mem.measured["models"][4]
+    assert mem.measured["exact_denoiser"] == "interior peak" and mem.measured["steps"] == 10_000
+    # An empty group is a FAIL: nothing supports the claim.
+    got = {c.name: c for c in mm.claims(load_results(_planted_results(tmp_path / "empty", models[:2])))}
+    assert not got["mlp_memorization_shape[generalising]"].passed
+    assert got["mlp_memorization_shape[generalising]"].measured["models_in_group"] == 0

@@ -44,7 +44,7 @@ def _molrg(seed, n, dims, **kw):
 
 def _sample_orthogonal(mix, num, seed):
     """x_0 = U_k a + delta * (other blocks) e of an orthogonal, zero-mean, eta = 0 MoLRG
-    (THEORY section 2), written out with NumPy (independent of MoLRG.sample)."""
+    (docs/theory.md section 2), written out with NumPy (independent of MoLRG.sample)."""
     rng = np.random.default_rng(seed)
     labels = rng.choice(mix.K, size=num, p=np.asarray(mix.weights, np.float64))
     coef = rng.standard_normal((num, mix.D))

@@ -5,6 +5,7 @@ The quick experiments and the quick claims use the same static sweep values, so 
 compiles each sweep program once (the engine caches compiled group functions).
 """
 
+import dataclasses
 import math
 import os
 
@@ -14,17 +15,10 @@ import numpy as np
 
 import molrg
 from molrg import metrics
-from molrg.checks import Claim
+from molrg.experiments import get, run_experiment, run_sweep
 from molrg.experiments import memorization as mem
 from molrg.experiments import phase_transition as pt
-from molrg.sample_quality import subspace_recovery_error
-from molrg.networks import SubspaceDenoiser
-from molrg.runner import load_results, run_experiment
-from molrg.sweep import run_sweep
-
-
-def _orthonormal(key, n, r):
-    return jnp.linalg.qr(jax.random.normal(key, (n, r)))[0]
+from molrg.study import Claim, load_results
 
 
 # ------------------------------------------------------------------------------------------
@@ -46,93 +40,6 @@ def test_draw_problem_exact_counts_and_subspaces():
         assert np.max(np.abs(resid)) < 1e-12
         assert np.linalg.matrix_rank(x[k, :N], tol=1e-9) == min(N, d)
     np.testing.assert_allclose(bases[0, :, :d].T @ bases[1, :, :d], 0, atol=1e-12)  # orthogonal classes
-
-
-def test_pca_masked_equals_unmasked_and_numpy_svd():
-    n, N, N_max, d, d_max = 12, 6, 9, 3, 4
-    U = _orthonormal(jax.random.key(1), n, d)
-    x = jax.random.normal(jax.random.key(2), (N, d)) @ U.T
-    x = x + 0.05 * jax.random.normal(jax.random.key(3), (N, n))  # not exactly low rank
-    padded = jnp.concatenate([x, jnp.zeros((N_max - N, n))])
-    w = (jnp.arange(N_max) < N).astype(x.dtype)
-    cols = (jnp.arange(d_max) < d).astype(x.dtype)
-    got_masked = np.asarray(pt.pca(padded, w, cols))
-    got_plain = np.asarray(pt.pca(x, jnp.ones((N,)), cols))
-    _, _, vt = np.linalg.svd(np.asarray(x), full_matrices=False)  # independent reference
-    ref = vt[:d].T
-    for got in (got_masked, got_plain):
-        assert np.all(got[:, d:] == 0)
-        np.testing.assert_allclose(got[:, :d].T @ got[:, :d], np.eye(d), atol=1e-12)
-        np.testing.assert_allclose(got[:, :d] @ got[:, :d].T, ref @ ref.T, atol=1e-10)
-
-
-def test_pca_float32_keeps_an_ill_conditioned_direction():
-    # N = d with a weak direction (singular value ratio 1e-4): eigh of X^T X in float32 loses it
-    # (relative eigenvalue 1e-8 < float32 eps), the QR route must not.
-    n, d = 48, 5
-    U = np.asarray(_orthonormal(jax.random.key(4), n, d))
-    A = np.diag([1.0, 0.8, 0.5, 0.3, 1e-4]) @ np.asarray(_orthonormal(jax.random.key(5), d, d)).T
-    x = jnp.asarray(A @ U.T, jnp.float32)
-    ones = jnp.ones((d,), jnp.float32)
-    # also with padding rows (weight 0) ahead of the data, as in a pooled K-class sample
-    padded = jnp.concatenate([jnp.zeros((10, n), jnp.float32), x])
-    w = jnp.concatenate([jnp.zeros((10,), jnp.float32), ones])
-    for got in (pt.pca(x, ones, ones), pt.pca(padded, w, ones)):
-        got = np.asarray(got, np.float64)
-        err = np.linalg.norm(got @ got.T - U @ U.T) / math.sqrt(2 * d)
-        assert err < 1e-2
-
-
-def test_subspace_error_matches_library_reference():
-    K, n, d, d_max = 3, 14, 2, 3
-    true = jnp.stack([_orthonormal(k, n, d_max) for k in jax.random.split(jax.random.key(6), K)])
-    est = jnp.stack([_orthonormal(k, n, d_max) for k in jax.random.split(jax.random.key(7), K)])
-    # make the estimate a noisy, block-permuted version of the truth
-    est = jnp.stack([jnp.linalg.qr(true[p] + 0.3 * est[i])[0] for i, p in enumerate([2, 0, 1])])
-    cols = (jnp.arange(d_max) < d).astype(true.dtype)
-    got = float(pt.subspace_error(est, true, cols))
-    ref = subspace_recovery_error([np.asarray(e[:, :d]) for e in est],
-                                  [np.asarray(t[:, :d]) for t in true])
-    np.testing.assert_allclose(got, ref.error / math.sqrt(2 * K * d), rtol=1e-10)
-    assert float(pt.subspace_error(true, true, cols)) < 1e-7
-    assert 0.0 < got < 1.0
-
-
-def test_k_subspaces_masked_equals_unmasked_and_recovers():
-    K, n, d, d_max, N, N_max = 2, 16, 2, 3, 6, 8
-    bases, x, cols, rows = pt.draw_problem(jax.random.key(8), n=n, K=K, d=d, N=N, d_max=d_max, N_max=N_max)
-    ksub = jax.jit(lambda x, w, key: pt.k_subspaces(x, w, cols, key=key, K=K, restarts=4, iterations=8))
-    masked = ksub(x.reshape(K * N_max, n), jnp.tile(rows, K), jax.random.key(9))
-    plain = ksub(x[:, :N].reshape(K * N, n), jnp.ones((K * N,)), jax.random.key(9))
-    proj = lambda U: np.einsum("knd,kmd->knm", np.asarray(U), np.asarray(U))  # noqa: E731
-    np.testing.assert_allclose(proj(masked), proj(plain), atol=1e-8)
-    assert float(pt.subspace_error(masked, bases, cols)) < 1e-8  # N = d + 4: recovered exactly
-
-
-def test_network_masked_training_equals_unmasked():
-    K, n, d, N, N_max = 2, 12, 2, 3, 5
-    _, x, _, rows = pt.draw_problem(jax.random.key(10), n=n, K=K, d=d, N=N, d_max=d, N_max=N_max)
-    X = x.reshape(K * N_max, n)
-    W = jnp.tile(rows, K)
-    valid = np.flatnonzero(np.asarray(W) > 0)
-    net = SubspaceDenoiser(n=n, K=K, d=d)
-    params = net.init(jax.random.key(11), dtype=X.dtype)
-    noise_key = jax.random.key(12)
-
-    def padded_noise(i):
-        return pt.log_uniform_noise(jax.random.fold_in(noise_key, i), K * N_max, n, 0.01, 0.3, X.dtype)
-
-    def plain_noise(i):
-        eps, sigma = padded_noise(i)
-        return eps[valid], sigma[valid]
-
-    run = jax.jit(lambda x0, w, p, masked: pt.train_network(
-        net, x0, w, p, padded_noise if masked else plain_noise, steps=60, learning_rate=1e-2),
-        static_argnums=3)
-    a = run(X, W, params, True)
-    b = run(X[valid], jnp.ones((len(valid),)), params, False)
-    np.testing.assert_allclose(np.asarray(a["A"]), np.asarray(b["A"]), rtol=1e-9, atol=1e-12)
-    assert not np.allclose(np.asarray(a["A"]), np.asarray(params["A"]))  # it did train
 
 
 def test_pca_success_flips_at_N_equals_d_for_K1(tmp_path):
@@ -160,42 +67,55 @@ def test_pca_success_flips_at_N_equals_d_for_K1(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# Memorisation: pieces against the library.
+# Memorisation: the sweep point's masking against the unmasked library computation.
 # ------------------------------------------------------------------------------------------
-def test_memorization_pieces_match_library():
-    n, K, d, d_max, delta, sigma = 20, 3, 2, 4, 0.3, 0.4
-    base_mix = molrg.random_molrg(jax.random.key(20), n=n, K=K, d=d_max)
-    bases = jnp.stack(base_mix.bases)
-    cols = (jnp.arange(d_max) < d).astype(bases.dtype)
-    mix = molrg.MoLRG([b[:, :d] for b in base_mix.bases], delta=delta)  # the masked model, explicitly
-    x0, labels = mix.sample(jax.random.key(21), 300)
-    xt = x0 + sigma * jax.random.normal(jax.random.key(22), x0.shape)
-    out = molrg.denoise(mix, xt, sigma)
-    np.testing.assert_allclose(jax.jit(mem.exact_denoise_masked)(bases, cols, delta, xt, sigma), out,
-                               atol=1e-10)
-    np.testing.assert_allclose(jax.jit(mem.snr_masked)(out, labels, jnp.ones((300,)), bases, cols),
-                               metrics.snr(out, labels, mix), rtol=1e-10)
-    train, _ = mix.sample(jax.random.key(23), 50)
-    w = (jnp.arange(50) < 37).astype(train.dtype)
-    np.testing.assert_allclose(jax.jit(mem.empirical_denoise_masked)(train, w, xt, sigma),
-                               molrg.empirical_denoise(train[:37], xt, sigma), atol=1e-10)
+def test_memorization_point_masked_equals_the_subset():
+    """The point keeps the first N of N_max training points by masks (N traced); the same
+    draws with the training set cut to N rows, through the unmasked library calls, give the
+    same numbers."""
+    cfg = mem.MemorizationPoint(n=20, K=3, d=2, N_max=50, num_test=120, num_train_inputs=40)
+    sigma, delta, seed = 0.4, 0.3, 3
+    point = jax.jit(lambda N: mem._point(cfg, {"N": N, "sigma": jnp.asarray(sigma),
+                                                "delta": jnp.asarray(delta), "seed": jnp.asarray(seed)}))
+    # The draws of the point, replayed (only the masking is under test here).
+    k_mix, k_train, k_test, k_e1, k_e2 = jax.random.split(jax.random.key(seed), 5)
+    mix = molrg.random_molrg(k_mix, n=20, K=3, d=2, delta=delta)
+    train, train_labels = mix.sample(k_train, 50)
+    x0, labels = mix.sample(k_test, 120)
+    xt = x0 + sigma * jax.random.normal(k_e1, x0.shape)
+    xt_train = train[:40] + sigma * jax.random.normal(k_e2, (40, 20))
+    exact = molrg.denoise(mix, xt, sigma)
+    for N in (2, 37, 50):
+        got = point(jnp.asarray(N))
+        emp_test = molrg.empirical_denoise(train[:N], xt, sigma)
+        T = min(N, 40)  # training inputs: the first 40 points, of which the first N are in the set
+        emp_train = molrg.empirical_denoise(train[:N], xt_train[:T], sigma)
+        present = np.unique(np.asarray(train_labels[:T]))
+        sub = molrg.MoLRG([mix.bases[k] for k in present], delta=delta)
+        want = {"snr_test": metrics.snr(emp_test, labels, mix),
+                "snr_train": metrics.snr(emp_train, jnp.searchsorted(jnp.asarray(present), train_labels[:T]),
+                                         sub),
+                "snr_exact": metrics.snr(exact, labels, mix),
+                "mse_test": np.mean(np.sum((np.asarray(emp_test) - np.asarray(x0)) ** 2, axis=1)),
+                "mse_exact": np.mean(np.sum((np.asarray(exact) - np.asarray(x0)) ** 2, axis=1))}
+        assert set(got) == set(want)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-9, err_msg=f"N={N} {k}")
+    assert len(np.unique(np.asarray(train_labels[:2]))) < 3  # N = 2 misses a class (skip_absent path)
 
 
-def test_sample_masked_has_the_class_energies():
-    """E||U_k^T x||^2 = d on the own class and delta^2 d on every other class (MC, 5 SE)."""
-    n, K, d, d_max, delta, num = 20, 3, 2, 4, 0.3, 6000
-    bases = jnp.stack(molrg.random_molrg(jax.random.key(24), n=n, K=K, d=d_max).bases)
-    cols = (jnp.arange(d_max) < d).astype(bases.dtype)
-    x, labels = mem.sample_masked(jax.random.key(25), bases, cols, delta, num)
-    x, labels = np.asarray(x), np.asarray(labels)
-    B = np.asarray(bases)
-    assert np.allclose(x - sum(x @ B[k, :, :d] @ B[k, :, :d].T for k in range(K)), 0, atol=1e-12)
-    for k in range(K):
-        for l in range(K):
-            e = np.sum((x[labels == k] @ B[l, :, :d]) ** 2, axis=1)
-            want = d if k == l else delta**2 * d
-            assert abs(e.mean() - want) < 5 * e.std() / math.sqrt(len(e))
-    assert abs(np.mean(labels == 0) - 1 / K) < 5 * math.sqrt(1 / K * (1 - 1 / K) / num)
+def test_memorization_sweep_one_program_for_every_N(tmp_path):
+    """N is numeric: several N share one compiled group; d is static (a group per d)."""
+    res = run_sweep("memorization", {"d": [1, 2], "N": [4, 30], "sigma": [0.1, 1.0], "seed": [0]},
+                    overrides={"n": 12, "K": 2, "N_max": 30, "num_test": 16, "num_train_inputs": 8},
+                    out_dir=str(tmp_path), verbose=False)
+    assert res["computed"] == 8
+    rows = res["rows"]
+    assert all(np.isfinite(r[k]) for r in rows for k in ("snr_test", "snr_train", "snr_exact", "mse_test"))
+    # The exact denoiser does not depend on N.
+    for d in (1, 2):
+        by_N = {N: sorted(r["snr_exact"] for r in rows if r["d"] == d and r["N"] == N) for N in (4, 30)}
+        np.testing.assert_allclose(by_N[4], by_N[30], rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,6 +133,48 @@ def test_phase_transition_quick_end_to_end(tmp_path):
     net = [b for b in bounds if b["method"] == "net"]
     assert len(net) == 1 and net[0]["K"] == 1 and net[0]["d"] == 2  # the quick network sub-grid
     assert os.path.exists(tmp_path / "f" / "phase_transition.png")
+    # quick claims: class PCA at K = 1 only (the old quick check's), from the saved tables
+    claims = get("phase_transition").claims(res)
+    assert [c.name for c in claims] == ["phase_boundary[K=1, class PCA = P0 network optimum]"]
+    assert claims[0].passed and claims[0].measured["boundary_minus_d"] == [0.0] * 4
+    assert claims[0].measured["d"] == [2, 4, 6, 8] and claims[0].measured["N_range"] == [2, 10]
+
+
+def test_phase_transition_claims_from_tables():
+    """Full-scale claims on hand-made tables: names, verdicts, NaN = never settles = FAIL."""
+    Ns = list(range(2, 8))
+
+    def cells_and_bound(method, K, d, rates):
+        cells = [{"method": method, "K": float(K), "d": float(d), "N": float(N), "success_rate": r}
+                 for N, r in zip(Ns, rates)]
+        b = pt.boundary(Ns, rates, 0.5)
+        at = lambda N: rates[Ns.index(N)] if N in Ns else float("nan")  # noqa: E731
+        bound = {"method": method, "K": float(K), "d": float(d), "boundary_N": b, "boundary_minus_d": b - d,
+                 "rate_at_N_eq_d": at(d), "rate_at_N_eq_d_minus_1": at(d - 1)}
+        return cells, [bound]
+
+    parts = [cells_and_bound("pca", 1, 2, [1, 1, 1, 1, 1, 1]), cells_and_bound("pca", 1, 3, [0, 1, 1, 1, 1, 1]),
+             cells_and_bound("ksub", 2, 2, [0, 0, 0, 1, 1, 1]),  # boundary 5 = d + 3: FAIL
+             cells_and_bound("ksub", 2, 3, [0, 0, 1, 1, 1, 1]),
+             cells_and_bound("net", 1, 4, [0, 0, 0.3, 0.6, 1, 1]),  # boundary 5 = d + 1: PASS
+             cells_and_bound("net", 2, 4, [0, 0, 0, 0.6, 0.6, 0.4])]  # never settles: FAIL
+    cfg = dict(dataclasses.asdict(pt.PhaseTransitionConfig()), K_values=[1, 2])
+    results = {"manifest": {"quick": False, "config": cfg}, "scalars": {},
+               "tables": {"cells": [c for p in parts for c in p[0]],
+                          "boundary": [b for p in parts for b in p[1]]}}
+    got = {c.name: c for c in pt.claims(results)}
+    assert list(got) == ["phase_boundary[K=1, class PCA = P0 network optimum]",
+                         "phase_boundary[K=2, K-subspaces, no labels]",
+                         "phase_boundary_network[K=1, d=4]", "phase_boundary_network[K=2, d=4]"]
+    assert [c.passed for c in got.values()] == [True, False, True, False]
+    k1 = got["phase_boundary[K=1, class PCA = P0 network optimum]"].measured
+    assert k1["d"] == [2, 3] and k1["boundary_minus_d"] == [0.0, 0.0] and k1["N_range"] == [2, 7]
+    assert k1["rate_at_N_eq_d"] == [1.0, 1.0] and math.isnan(k1["rate_at_N_eq_d_minus_1"][0])
+    net = got["phase_boundary_network[K=1, d=4]"].measured
+    assert net["boundary_N"] == 5.0 and net["success_rate_by_N"][4] == 0.3 and net["seeds_per_cell"] == 10
+    assert math.isnan(got["phase_boundary_network[K=2, d=4]"].measured["boundary_N"])
+    results["manifest"]["quick"] = True  # quick: class PCA only
+    assert [c.name for c in pt.claims(results)] == ["phase_boundary[K=1, class PCA = P0 network optimum]"]
 
 
 def test_memorization_quick_end_to_end(tmp_path):
@@ -226,12 +188,16 @@ def test_memorization_quick_end_to_end(tmp_path):
     by_N = {N: [r["snr_exact"] for r in curves if r["N"] == N] for N in (16, 512)}
     np.testing.assert_allclose(by_N[16], by_N[512], rtol=1e-12)
     assert os.path.exists(tmp_path / "f" / "memorization.png")
-
-
-def test_claims_return_claims():
-    from molrg import check_sweeps
-
-    claims = check_sweeps.phase_boundary(True) + check_sweeps.memorization_shape(True)
-    assert len(claims) == 3
-    for c in claims:
-        assert isinstance(c, Claim) and isinstance(c.passed, bool) and c.measured and c.tolerance
+    # The claim's quick sweep (N = 16, 512; 3 seeds) has the quick curves' static values and
+    # seeds, so its verdicts are the curves' verdicts at those N.
+    claims = get("memorization").claims(res)
+    assert [c.name for c in claims] == ["memorization_shape[test inputs]", "memorization_shape[train inputs]"]
+    for c, inputs in zip(claims, ("test", "train")):
+        assert isinstance(c, Claim) and isinstance(c.passed, bool) and c.tolerance
+        assert c.measured["seeds"] == 3 and c.measured["d"] == 5
+        for N in (16, 512):
+            v = next(v for v in verdicts if v["inputs"] == inputs and int(v["N"]) == N and int(v["d"]) == 5)
+            assert c.measured[f"N{N}_verdict"] == v["verdict"]
+            np.testing.assert_allclose(c.measured[f"N{N}_peak_gain"], v["peak_gain"], rtol=1e-12)
+        assert c.passed == (c.measured["N16_verdict"] != "interior peak"
+                            and c.measured["N512_verdict"] == "interior peak")

@@ -11,14 +11,16 @@ import time
 import numpy as np
 import pytest
 
-from molrg.sweep import _chunks, expand_grid, load_points, parse_grids, point_key, run_sweep, sweepables
+from molrg.experiments import run_sweep, sweepable
+from molrg.study.config import parse_grids
+from molrg.study.sweep import _chunks, expand_grid, load_points, point_key
 
 SMALL = {"num_samples": 64, "n": 12, "K": 2, "d": 3}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_grid_expansion_and_validation():
-    sw = sweepables()["optimal_snr"]
+    sw = sweepable("optimal_snr")
     pts = expand_grid(sw, parse_grids(["sigma=0.1,1", "delta=0.1,0.2,0.3"]), SMALL)
     assert len(pts) == 6 and len({point_key(p) for p in pts}) == 6
     assert parse_grids(["sigma=0.01:1:3g"])["sigma"] == [repr(0.01), repr(0.1), repr(1.0)]
@@ -76,7 +78,8 @@ def _run_py(code, env_extra=None, timeout=300):
 def test_sharded_over_virtual_devices_matches_one_device(tmp_path):
     code = f"""
         import json, jax, molrg
-        from molrg.sweep import run_sweep, parse_grids
+        from molrg.experiments import run_sweep
+        from molrg.study.config import parse_grids
         jax.config.update("jax_enable_x64", True)
         assert len(jax.devices()) == 4, jax.devices()
         grids = parse_grids(["sigma=0.05,0.5,5", "seed=0,1,2"])   # 9 points: padded to 12
@@ -99,7 +102,8 @@ def test_kill_midway_then_resume_recomputes_nothing_finished(tmp_path):
     out = str(tmp_path / "killed")
     code = f"""
         import os, time, jax, molrg
-        from molrg.sweep import run_sweep, parse_grids
+        from molrg.experiments import run_sweep
+        from molrg.study.config import parse_grids
         jax.config.update("jax_enable_x64", True)
         def slow(key):
             print("WROTE", key, flush=True)

@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import molrg
-from molrg.experiments.mechanism import sampled_snr
-from molrg.study import Experiment, Progress, Results, load_results, save_figure
+from molrg.metrics import sampled_snr
 from molrg.schedules import DDPMLinear
+from molrg.study import Experiment, Progress, Results, load_results, save_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +144,11 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return save_figure(fig, fig_dir, "geometry")
 
 
-EXPERIMENT = Experiment(name="geometry", summary="optimal denoiser outputs projected on the class axes, 2-D view, across DDPM timesteps",
-         config=GeometryConfig(), run=run, plot=plot, quick={"num_samples": 4000, "num_points": 600},
-         paper="P1 Fig. 15 (posterior geometry)")
+QUICK = {"num_samples": 4000, "num_points": 600}
+
+EXPERIMENT = Experiment(
+    name="geometry",
+    summary="optimal denoiser outputs projected on the class axes, 2-D view, across DDPM timesteps",
+    config=GeometryConfig(), run=run, plot=plot, quick=QUICK, paper="P1 Fig. 15 (posterior geometry)")
 
 SWEEPABLES = ()

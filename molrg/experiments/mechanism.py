@@ -1,12 +1,12 @@
 """Why the SNR of the optimal denoiser peaks: P1 Fig. 3 (optimal and approximate curves) and Fig. 4.
 
-Setting: P1's Assumption 1 with K = 3, n = 50, d = 5, delta = 0.2 (THEORY section 7). Against
+Setting: P1's Assumption 1 with K = 3, n = 50, d = 5, delta = 0.2 (docs/theory.md section 7). Against
 the noise level sigma this experiment draws, on one figure,
 
-* the exact SNR of the optimal denoiser (THEORY 5), two independent ways: deterministic
-  quadrature over the block energies (:func:`molrg.theory.exact_snr_quadrature`, a line on a
+* the exact SNR of the optimal denoiser (docs/theory.md section 5), two independent ways: deterministic
+  quadrature over the block energies (:func:`molrg.theory.exact_snr_curve`, a line on a
   dense grid) and by sampling the n-dimensional model at the paper's DDPM timesteps (x_0 ~ MoLRG,
-  ``x_t = s_t (x_0 + sigma_t eps)``, ``xh = E[x_0 | x_t]``, :func:`molrg.metrics.snr_per_class`,
+  ``x_t = s_t (x_0 + sigma_t eps)``, ``xh = E[x_0 | x_t]``, :func:`molrg.metrics.sampled_snr`,
   points with standard errors);
 * the Theorem-1 approximation (:func:`molrg.theory.approx_snr`);
 * the two rates of P1 Fig. 4, the denoising rate ``sigma^2 / delta^2`` and the class confidence
@@ -15,9 +15,16 @@ the noise level sigma this experiment draws, on one figure,
   the block energies on the dense grid (common random numbers, with standard errors) and from the
   sampled model at the timesteps; next to it the "typical" confidence ``w+`` Theorem 1 uses.
 
-It reports the peak noise level of the exact and the approximate SNR. The helpers
-:func:`sampled_snr`, :func:`energy_confidence` and :func:`grid_peak` are shared with the other
-theory experiments and with :mod:`molrg.check_theory`.
+It reports the peak noise level of the exact and the approximate SNR (:func:`molrg.peaks.grid_peak`).
+
+Claims (:func:`claims`, from the saved results): the SNR limits ``1/((K-1) delta^2)`` as
+sigma -> 0 and ``1/(K-1)`` as sigma -> infinity (quadrature for each of P1's settings named in
+``limit_settings``, and the sampled model), the interior peak at P1's timesteps (sampled model,
+:func:`molrg.metrics.unimodality`) and the fine-to-coarse order (``xi/zeta`` falls with sigma;
+the output drops the class-irrelevant detail before the class signal). Their draws use a model
+and keys of their own (model key 0, sampling keys 11, 12 and 16: those of the former
+``check_theory`` module, so its numbers carry over) and ``num_samples`` samples per level; the
+quadrature grids are padded to ``num_sigmas`` so they reuse the dense grid's program.
 """
 
 from __future__ import annotations
@@ -30,172 +37,32 @@ import jax.numpy as jnp
 import numpy as np
 
 import molrg
-from molrg import theory
-from molrg.metrics import snr_per_class, unimodality
-from molrg.study import Experiment, Progress, Results, load_results, save_figure
+from molrg import peaks, theory
+from molrg.metrics import sampled_snr, unimodality
 from molrg.schedules import PAPER_TIMESTEPS, DDPMLinear
+from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
+from molrg.study.plotting import plain_log_ticks
 
 Array = jax.Array
 
+_Z = 4.0  # two-sided agreement bound in standard errors (false alarm ~6e-5 per comparison)
+_Z_ORDER = 3.0  # one-sided significance of an ordering, as in metrics.unimodality
+# The claims' model and sampling keys (those of the former check_theory module).
+_CLAIMS_MIX_KEY, _LIMITS_KEY, _PEAK_KEY, _FINE_TO_COARSE_KEY = 0, 11, 12, 16
+_LIMIT_SIGMAS = (1e-4, 1e4)  # quadrature
+_LIMIT_SIGMAS_SAMPLED = (1e-3, 1e3)  # sampled model
+_SHRINKAGE_DELTAS = (0.05, 0.2, 0.5, 0.9)
+
 
 # ------------------------------------------------------------------------------------------
-# Shared helpers.
+# Helpers.
 # ------------------------------------------------------------------------------------------
-def draw_noisy(mix: molrg.MoLRG, key: Array, num: int) -> tuple[Array, Array, Array]:
-    """``(x0, labels, eps)``: ``num`` draws of the mixture and as many standard normal noises.
-
-    The law of ``(x0, labels)`` is exactly that of :meth:`molrg.MoLRG.sample` (same frame
-    construction, :func:`molrg.geometry`), but everything comes from ONE standard normal array:
-    the labels by comparing one column with the normal quantiles of the cumulative weights,
-    the frame coefficients, the isotropic part and ``eps`` from the others. Each separate
-    threefry call costs ~0.5 s of XLA compilation on CPU; ``MoLRG.sample`` plus a noise draw
-    makes five, and the experiments compile this kernel once per model shape. Traceable.
-    """
-    geo = molrg.geometry(mix, mix.dtype)
-    r = geo.frame.shape[1]
-    n = mix.n
-    z = jax.random.normal(key, (num, r + 2 * n + 1), mix.dtype)
-    # P(label <= k) = P(z_last < Phi^-1(pi_0 + ... + pi_k)): quantiles of the last column.
-    edges = jax.scipy.special.ndtri(jnp.cumsum(mix.weights)[:-1])
-    labels = jnp.sum(z[:, -1:] >= edges[None, :], axis=1).astype(jnp.int32)
-    sizes = np.asarray(geo.group_sizes)
-    std = jnp.sqrt(jnp.repeat(geo.variances, sizes, axis=1, total_repeat_length=r))  # (K, r)
-    coef = z[:, :r] * std[labels]
-    if geo.rotations is not None:
-        coef = jnp.einsum("bj,bij->bi", coef, geo.rotations[labels])
-    x0 = coef @ geo.frame.T
-    if geo.mean_coords is not None:
-        x0 = x0 + mix.means[labels]
-    if not mix.noiseless:
-        x0 = x0 + mix.noise * z[:, r:r + n]
-    return x0, labels, z[:, r + n:r + 2 * n]
-
-
-def _ratio_of_means(a, b):
-    """``mean(a) / mean(b)`` and its delta-method standard error (samples independent)."""
-    ratio = jnp.mean(a) / jnp.mean(b)
-    se = jnp.std(a - ratio * b, ddof=1) / (jnp.sqrt(jnp.asarray(a.shape[0], a.dtype)) * jnp.mean(b))
-    return ratio, se
-
-
-@functools.partial(jax.jit, static_argnames=("num_samples", "extras"))
-def _level_stats(mix, sigma, scale, key, num_samples, extras):
-    """One noise level: fresh samples, the exact denoiser, and what the experiments measure.
-
-    Compiled once per model shape and ``num_samples`` (not per grid): every experiment and
-    check that samples the same model shape at any noise levels reuses it.
-    """
-    x0, labels, eps = draw_noisy(mix, key, num_samples)
-    x_t = scale * (x0 + sigma * eps)
-    out, post = molrg.denoise(mix, x_t, sigma, scale, return_posterior=True)
-    stats = snr_per_class(out, labels, mix)
-    dtype = out.dtype
-    root_n = jnp.sqrt(jnp.asarray(num_samples, dtype))
-    onehot = jax.nn.one_hot(labels, mix.K, dtype=dtype)
-    conf = jnp.sum(post * onehot, axis=1)
-    correct = (jnp.argmax(post, axis=1).astype(labels.dtype) == labels).astype(dtype)
-    basic = dict(
-        snr=stats.snr, snr_se=stats.snr_stderr, pooled=stats.pooled, pooled_se=stats.pooled_stderr,
-        ratio=stats.ratio, ratio_se=stats.ratio_stderr, count=stats.count,
-        confidence=jnp.mean(conf), confidence_se=jnp.std(conf, ddof=1) / root_n,
-        bayes_accuracy=jnp.mean(correct), bayes_accuracy_se=jnp.std(correct, ddof=1) / root_n,
-    )
-    if not extras:  # compiling the extras costs ~1 s; SNR-only callers skip them
-        return basic
-    # Block energies ||U_l^T v||^2 of the clean input and of the output: how much of the own
-    # class and of the other classes' blocks (the class-irrelevant detail) the denoiser keeps.
-    member = np.zeros((mix.D, mix.K), np.float32)
-    member[np.arange(mix.D), mix.class_of_column] = 1.0
-    member = jnp.asarray(member, dtype)
-    U = mix.stacked_bases
-
-    def blocks(v):
-        e = jnp.square(v @ U) @ member  # (N, K)
-        return jnp.sum(e * onehot, axis=1), jnp.sum(e * (1.0 - onehot), axis=1)
-
-    own_x0, other_x0 = blocks(x0)
-    own_out, other_out = blocks(out)
-    keep_own, keep_own_se = _ratio_of_means(own_out, own_x0)
-    keep_other, keep_other_se = _ratio_of_means(other_out, other_x0)
-    # Coordinates on the first column of each class basis (P1 Fig. 15).
-    probe = jnp.stack([b[:, 0] for b in mix.bases], axis=1)  # (n, K)
-    c_out = out @ probe
-    own_axis = jnp.sum(jnp.square(c_out) * onehot, axis=1) / jnp.sum(jnp.square(c_out), axis=1)
-    return dict(
-        **basic,
-        own_retention=keep_own, own_retention_se=keep_own_se,
-        other_retention=keep_other, other_retention_se=keep_other_se,
-        own_axis_fraction=jnp.mean(own_axis), own_axis_fraction_se=jnp.std(own_axis, ddof=1) / root_n,
-        rms_projection=jnp.sqrt(jnp.mean(jnp.sum(jnp.square(c_out), axis=1))),
-        points_in=(x_t / scale) @ probe, points_out=c_out, labels=labels,
-    )
-
-
-_POINT_KEYS = ("points_in", "points_out", "labels")
-
-
-def sampled_snr(mix: molrg.MoLRG, sigmas, scales=None, *, key: Array, num_samples: int,
-                num_points: int = 0, extras: bool = True) -> dict:
-    """SNR of the exact denoiser's outputs by sampling the model, one fresh batch per noise level.
-
-    For each ``sigma_j`` (and scale ``s_j``): ``x_0 ~ mix`` (``num_samples`` draws, by
-    :func:`draw_noisy`), ``x_t = s_j (x_0 + sigma_j eps)``, ``xh = E[x_0 | x_t]``
-    (:func:`molrg.denoise`), then :func:`molrg.metrics.snr_per_class` (P1 Definition 1 with
-    delta-method standard errors), the mean posterior confidence in the true class
-    ``E[p(k_true | x_t)]``, the Bayes accuracy, how much block energy the output keeps
-    (``E||U_k^T xh||^2 / E||U_k^T x_0||^2`` on the own class, the same over the other classes'
-    blocks) and the coordinates on the first column of each ``U_k``. Batches at different
-    levels are independent, so errors of different levels combine as independent (as
-    :func:`molrg.metrics.unimodality` assumes). One compiled program per model shape and
-    ``num_samples`` serves any grid (a short loop over the levels; memory of one batch).
-
-    Args:
-      mix: the mixture.
-      sigmas: ``(S,)`` noise levels > 0.
-      scales: ``(S,)`` signal scales (default 1: variance exploding).
-      key: PRNG key.
-      num_samples: samples per noise level (static).
-      num_points: also return the first ``num_points`` samples' coordinates (``points_in`` of
-        ``x_t / s``, ``points_out`` of ``xh``, each ``(S, num_points, K)``) and ``labels``.
-      extras: compute the retentions, own-axis fractions and coordinates; without them only the
-        SNR, confidence and accuracy statistics (a separate, cheaper compiled program).
-
-    Returns:
-      dict of NumPy arrays: ``snr``, ``snr_se``, ``pooled``, ``pooled_se``, ``confidence``,
-      ``confidence_se``, ``bayes_accuracy``, ``bayes_accuracy_se`` (each ``(S,)``) and
-      ``ratio``, ``ratio_se``, ``count`` (each ``(S, K)``, per class); with ``extras`` also
-      ``own_retention``, ``other_retention`` (+ ``_se``), ``own_axis_fraction`` (+ ``_se``) and
-      ``rms_projection`` (each ``(S,)``).
-    """
-    dtype = mix.dtype
-    sig = np.asarray(sigmas, np.float64).reshape(-1)
-    sc = np.ones_like(sig) if scales is None else np.asarray(scales, np.float64).reshape(-1)
-    if sc.shape != sig.shape:
-        raise ValueError(f"scales: must have one value per sigma ({sig.shape[0]}); got {sc.shape[0]}")
-    if np.any(sig <= 0) or np.any(sc <= 0):
-        raise ValueError("sigmas: every sigma and scale must be > 0")
-    if not isinstance(num_samples, (int, np.integer)) or num_samples < 2:
-        raise ValueError(f"num_samples: must be an integer >= 2; got {num_samples!r}")
-    if not 0 <= num_points <= num_samples:
-        raise ValueError(f"num_points: must lie in [0, num_samples]; got {num_points}")
-    if num_points and not extras:
-        raise ValueError("num_points: needs extras=True")
-    keys = jax.random.split(key, sig.shape[0])
-    levels = []
-    for j in range(sig.shape[0]):
-        res = _level_stats(mix, jnp.asarray(sig[j], dtype), jnp.asarray(sc[j], dtype), keys[j], int(num_samples),
-                           bool(extras))
-        levels.append({k: np.asarray(v[:num_points] if k in _POINT_KEYS else v) for k, v in res.items()
-                       if num_points or k not in _POINT_KEYS})
-    return {k: np.stack([lv[k] for lv in levels]) for k in levels[0]}
-
-
 @functools.partial(jax.jit, static_argnames=("d", "K", "num_draws"))
 def _energy_confidence(key, sigmas, delta, *, d, K, num_draws):
     dtype = sigmas.dtype
     # X ~ chi2_d as a sum of d squared normals (jax.random.gamma costs seconds to compile);
     # the block energies of an input of class 0 are e_0 = (1 + sigma^2) X_0 and
-    # e_l = (delta^2 + sigma^2) X_l (THEORY 3).
+    # e_l = (delta^2 + sigma^2) X_l (docs/theory.md section 3).
     X = jnp.sum(jnp.square(jax.random.normal(key, (d, K, num_draws), dtype)), axis=0)
     own = (jnp.arange(K) == 0)[:, None]
 
@@ -215,7 +82,7 @@ def energy_confidence(sigmas, *, d: int, K: int, delta: float, key: Array,
 
     ``p(k | x_t) = softmax_k(a e_k)`` with ``a`` = :func:`molrg.theory.logit_scale` and, for an
     input of class k, independent ``e_k ~ (1 + sigma^2) chi2_d``, ``e_l ~ (delta^2 + sigma^2)
-    chi2_d`` (THEORY 3), so the n-dimensional model is not needed. The same draws serve every
+    chi2_d`` (docs/theory.md section 3), so the n-dimensional model is not needed. The same draws serve every
     sigma (common random numbers: a smooth curve).
 
     Returns:
@@ -228,117 +95,11 @@ def energy_confidence(sigmas, *, d: int, K: int, delta: float, key: Array,
     return out[:, 0], out[:, 1]
 
 
-def _vertex(t, y, j):
-    """Abscissa of the parabola through (t, y) at j-1, j, j+1 (clipped to that bracket)."""
-    y0, y1, y2 = y[j - 1], y[j], y[j + 1]
-    curvature = y0 - 2.0 * y1 + y2
-    offset = 0.5 * (y0 - y2) / curvature if curvature < 0 else 0.0
-    return t[j] + float(np.clip(offset, -1.0, 1.0)) * (t[j + 1] - t[j])
-
-
-def grid_peak(fn, lo: float, hi: float, num: int = 128) -> dict:
-    """Maximum of a smooth curve ``fn`` on ``[lo, hi]`` (log sigma), by a grid and a zoom.
-
-    ``fn`` maps a ``(num,)`` array of sigmas to values. A log grid locates the best point; a
-    second grid of the same length (so one compiled program serves both) on the two
-    neighbouring intervals refines it, and a parabola through the best refined point and its
-    neighbours gives the peak. Cheaper than :func:`molrg.theory.peak_sigma` for the quadrature
-    (no re-trace per golden-section step).
-
-    Returns:
-      dict with ``sigma`` (the peak), ``value`` (the best refined value), ``interior`` (False
-      when the maximum sits at an end of the range) and ``index`` (on the coarse grid).
-    """
-    t = np.linspace(np.log(lo), np.log(hi), num)
-    y = np.asarray(fn(np.exp(t)), np.float64)
-    i = int(np.argmax(y))
-    if i == 0 or i == num - 1:
-        return {"sigma": float(np.exp(t[i])), "value": float(y[i]), "interior": False, "index": i}
-    fine = np.linspace(t[i - 1], t[i + 1], num)
-    yf = np.asarray(fn(np.exp(fine)), np.float64)
-    j = int(np.clip(np.argmax(yf), 1, num - 2))
-    return {"sigma": float(np.exp(_vertex(fine, yf, j))), "value": float(np.max(yf)), "interior": True,
-            "index": i}
-
-
-def local_maxima(y, rel_prominence: float = 1e-3) -> int:
-    """Number of interior local maxima of a sampled curve that stand out from rounding noise.
-
-    A maximum counts when its prominence (its height above the higher of the two minima that
-    separate it from higher points or the ends, :func:`scipy.signal.find_peaks`) exceeds
-    ``rel_prominence`` times the curve's range. The curves here carry float32 rounding
-    (~1e-5 relative on the quadrature), which makes spurious micro-maxima on flat plateaus.
-    """
-    from scipy.signal import find_peaks
-    y = np.asarray(y, np.float64)
-    span = float(np.max(y) - np.min(y))
-    if span == 0.0:
-        return 0
-    peaks, _ = find_peaks(y, prominence=rel_prominence * span)
-    return int(peaks.size)
-
-
-def _padded(sigmas, pad: int | None) -> tuple[np.ndarray, int]:
-    """``sigmas`` as float64, padded with ones to ``pad`` points (at least 64, a power of two).
-
-    Padding lets every call of one experiment (dense grid, zoom, a few extra points) reuse one
-    compiled program; compiling costs far more than evaluating 128 points.
-    """
-    sig = np.asarray(sigmas, np.float64).reshape(-1)
-    size = sig.shape[0]
-    length = 1 << (max(size, pad or 0, 64) - 1).bit_length()  # the next power of two
-    return np.concatenate([sig, np.ones(length - size)]), size
-
-
-def exact_curve(sigmas, *, d: int, K: int, delta: float, pad: int | None = None) -> np.ndarray:
-    """Exact SNR by quadrature at ``sigmas`` (NumPy in, NumPy out, default float dtype).
-
-    Inputs are padded to ``pad`` points (see :func:`_padded`): pass the length of the
-    experiment's main grid so that short calls reuse its compiled program.
-    """
-    dtype = jnp.zeros((), dtype=float).dtype
-    sig, size = _padded(sigmas, pad)
-    out = theory.exact_snr_quadrature(jnp.asarray(sig, dtype), d=d, K=K, delta=jnp.asarray(delta, dtype))
-    return np.asarray(out, np.float64)[:size]
-
-
-@jax.jit
-def _closed_forms(sigma, d, K, delta):
-    """Theorem 1 and the two rates, ``(4, S)``: one compiled program for every (d, K, delta)."""
-    return jnp.stack([
-        theory.approx_snr(sigma, d=d, K=K, delta=delta),
-        theory.denoising_rate(sigma, delta),
-        theory.class_confidence(sigma, d=d, K=K, delta=delta),
-        theory.confidence_plus(sigma, d=d, K=K, delta=delta),
-    ])
-
-
-def closed_forms(sigmas, *, d: int, K: int, delta: float, pad: int | None = None) -> dict[str, np.ndarray]:
-    """Theorem 1's SNR, the denoising rate ``sigma^2/delta^2``, ``h(w+)`` and ``w+`` at ``sigmas``.
-
-    NumPy in, NumPy out; ``d``, ``K`` and ``delta`` are traced, and inputs are padded as in
-    :func:`exact_curve`, so one compiled program serves every call of the same length.
-    """
-    if not (K >= 2 and d >= 1 and 0.0 < delta < 1.0):
-        raise ValueError(f"d, K, delta: need d >= 1, K >= 2, 0 < delta < 1; got {d}, {K}, {delta}")
-    dtype = jnp.zeros((), dtype=float).dtype
-    if np.any(np.asarray(sigmas) <= 0):
-        raise ValueError("sigmas: must be > 0")
-    sig, size = _padded(sigmas, pad)
-    out = np.asarray(_closed_forms(jnp.asarray(sig, dtype), jnp.asarray(d, dtype), jnp.asarray(K, dtype),
-                                   jnp.asarray(delta, dtype)), np.float64)[:, :size]
-    return dict(zip(("approx_snr", "denoising_rate", "class_confidence", "confidence_plus"), out))
-
-
-def approx_curve(sigmas, *, d: int, K: int, delta: float, pad: int | None = None) -> np.ndarray:
-    """Theorem-1 SNR at ``sigmas`` (NumPy in, NumPy out); see :func:`closed_forms`."""
-    return closed_forms(sigmas, d=d, K=K, delta=delta, pad=pad)["approx_snr"]
-
-
 def sigma_to_timestep(sigma: float, schedule: DDPMLinear | None = None) -> int:
     """The DDPM time index whose sigma is nearest to ``sigma`` (in log sigma)."""
     sig = (schedule or DDPMLinear()).sigmas
     return int(np.argmin(np.abs(np.log(sig) - np.log(sigma))))
+
 
 
 # ------------------------------------------------------------------------------------------
@@ -356,6 +117,7 @@ class MechanismConfig:
     timesteps: tuple[int, ...] = PAPER_TIMESTEPS  # DDPM (T = 500) steps sampled in n dimensions
     num_samples: int = 30_000  # samples of the n-dim model per timestep
     confidence_draws: int = 2**16  # block-energy draws for E[p(k_true | x_t)] on the dense grid
+    limit_settings: tuple[str, ...] = ("paper", "fig14")  # P1 settings (theory.P1_SETTINGS) of the limit claims
     seed: int = 0
 
     def validate(self):
@@ -379,16 +141,19 @@ class MechanismConfig:
             raise ValueError(f"timesteps: must be non-empty DDPM indices in [0, {DDPMLinear().T - 1}]")
         if list(self.timesteps) != sorted(set(self.timesteps)):
             raise ValueError("timesteps: must be strictly increasing")
-
+        if (not self.limit_settings or len(set(self.limit_settings)) != len(self.limit_settings)
+                or any(name not in theory.P1_SETTINGS for name in self.limit_settings)):
+            raise ValueError(f"limit_settings: need distinct names among {tuple(theory.P1_SETTINGS)}; "
+                             f"got {self.limit_settings}")
 
 def run(cfg: MechanismConfig, verbose: bool = True) -> Results:
     k_mix, k_sample, k_conf = jax.random.split(jax.random.key(cfg.seed), 3)
-    prog = Progress(5, "mechanism", enabled=verbose)
+    prog = Progress(6, "mechanism", enabled=verbose)
     d, K, delta = cfg.d, cfg.K, cfg.delta
     grid = np.geomspace(cfg.sigma_min, cfg.sigma_max, cfg.num_sigmas)
 
-    exact = exact_curve(grid, d=d, K=K, delta=delta)
-    forms = closed_forms(grid, d=d, K=K, delta=delta)
+    exact = theory.exact_snr_curve(grid, d=d, K=K, delta=delta)
+    forms = theory.closed_form_curves(grid, d=d, K=K, delta=delta)
     approx, rate = forms["approx_snr"], forms["denoising_rate"]
     hplus, wplus = forms["class_confidence"], forms["confidence_plus"]
     prog.update(1, "closed forms + quadrature")
@@ -402,21 +167,24 @@ def run(cfg: MechanismConfig, verbose: bool = True) -> Results:
     samp = sampled_snr(mix, t_sigma, t_scale, key=k_sample, num_samples=cfg.num_samples)
     prog.update(1, "sampled model")
 
-    ex_peak = grid_peak(lambda s: exact_curve(s, d=d, K=K, delta=delta), cfg.sigma_min, cfg.sigma_max,
-                        cfg.num_sigmas)
-    ap_peak = grid_peak(lambda s: approx_curve(s, d=d, K=K, delta=delta), cfg.sigma_min, cfg.sigma_max,
-                        cfg.num_sigmas)
+    ex_peak = peaks.grid_peak(lambda s: theory.exact_snr_curve(s, d=d, K=K, delta=delta), cfg.sigma_min,
+                              cfg.sigma_max, cfg.num_sigmas)
+    ap_peak = peaks.grid_peak(lambda s: theory.approx_snr_curve(s, d=d, K=K, delta=delta), cfg.sigma_min,
+                              cfg.sigma_max, cfg.num_sigmas)
     prog.update(1, "peaks")
     # The sampled points against the quadrature at the same sigmas: an end-to-end check.
-    exact_at_t = exact_curve(t_sigma, d=d, K=K, delta=delta, pad=cfg.num_sigmas)
+    exact_at_t = theory.exact_snr_curve(t_sigma, d=d, K=K, delta=delta, pad=cfg.num_sigmas)
     z = (samp["snr"] - exact_at_t) / samp["snr_se"]
     verdict = unimodality(t_sigma, samp["snr"], samp["snr_se"]) if len(steps) >= 3 else None
-    approx_at_exact_peak = float(approx_curve(np.array([ex_peak["sigma"]]), d=d, K=K, delta=delta,
-                                              pad=cfg.num_sigmas)[0])
+    approx_at_exact_peak = float(theory.approx_snr_curve(np.array([ex_peak["sigma"]]), d=d, K=K, delta=delta,
+                                                         pad=cfg.num_sigmas)[0])
     rel_gap = approx_at_exact_peak / ex_peak["value"] - 1.0
     prog.update(1)
 
-    approx_maxima = local_maxima(approx)
+    measured = _claim_measurements(cfg, t_sigma, t_scale, exact_at_t)
+    prog.update(1, "claims")
+
+    approx_maxima = peaks.local_maxima(approx)
     lim0, liminf = 1.0 / ((K - 1) * delta**2), 1.0 / (K - 1)
     t_ex, t_ap = sigma_to_timestep(ex_peak["sigma"]), sigma_to_timestep(ap_peak["sigma"])
     best_t = int(steps[int(np.argmax(samp["snr"]))])
@@ -463,7 +231,7 @@ def run(cfg: MechanismConfig, verbose: bool = True) -> Results:
         "approx_peak_sigma": ap_peak["sigma"], "approx_peak_snr": ap_peak["value"], "approx_peak_timestep": t_ap,
         "peak_ratio_approx_over_exact": ap_peak["sigma"] / ex_peak["sigma"],
         "approx_rel_error_at_exact_peak": rel_gap, "approx_local_maxima": approx_maxima,
-        "exact_local_maxima": local_maxima(exact),
+        "exact_local_maxima": peaks.local_maxima(exact),
         "limit_small_sigma": lim0, "limit_large_sigma": liminf,
         "sampled_max_abs_z_vs_quadrature": float(np.max(np.abs(z))),
         "sampled_best_timestep": best_t,
@@ -471,31 +239,160 @@ def run(cfg: MechanismConfig, verbose: bool = True) -> Results:
         "sampled_verdict_detail": dataclasses.asdict(verdict) if verdict else None,
         "confidence_source": "dense grid: Monte Carlo over block energies (common random numbers); "
                              "timesteps: sampled n-dimensional model",
+        "claims": measured,
     }
     return Results(scalars=scalars, tables={"mechanism_dense": dense, "mechanism_timesteps": sampled})
 
+# ------------------------------------------------------------------------------------------
+# Claims: measured in run(), judged from the saved results.
+# ------------------------------------------------------------------------------------------
+def _half_point(sig: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """First sigma where ``y`` falls below 1/2 (log-linear interpolation) and the index after it.
 
-def _plain_number(value, _pos=None) -> str:
-    if value <= 0:
-        return ""
-    exponent = int(np.round(np.log10(value)))
-    if abs(np.log10(value) - exponent) > 1e-6:  # not a decade
-        return f"{value:g}"
-    return f"{value:g}" if -3 <= exponent <= 3 else f"1e{exponent}"
-
-
-def plain_log_ticks(ax, axes: str = "xy") -> None:
-    """Plain-text decade labels (0.01, 1, 1e4) on log axes instead of mathtext ``10^{k}``.
-
-    Same information; matplotlib's mathtext parser costs ~30 ms per distinct label and makes up
-    a quarter of the time spent saving these figures.
+    ``(nan, -1)`` when ``y`` never falls below 1/2 or already starts below it.
     """
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-    for name in axes:
-        axis = ax.xaxis if name == "x" else ax.yaxis
-        if axis.get_scale() == "log":
-            axis.set_major_formatter(FuncFormatter(_plain_number))
-            axis.set_minor_formatter(NullFormatter())
+    below = np.flatnonzero(y < 0.5)
+    if below.size == 0 or below[0] == 0:
+        return float("nan"), -1
+    j = int(below[0])
+    t = np.interp(0.5, [y[j], y[j - 1]], [np.log(sig[j]), np.log(sig[j - 1])])
+    return float(np.exp(t)), j
+
+
+def _claim_measurements(cfg: MechanismConfig, t_sigma: np.ndarray, t_scale: np.ndarray,
+                        exact_at_t: np.ndarray) -> dict:
+    """Every number :func:`claims` reads, by claim name (the measured dicts of the claims).
+
+    ``t_sigma``, ``t_scale``: the DDPM noise levels and scales of ``cfg.timesteps``;
+    ``exact_at_t``: the quadrature SNR there (its argmax is the quadrature's best timestep).
+    """
+    num = cfg.num_samples
+    mix = molrg.paper_molrg(jax.random.key(_CLAIMS_MIX_KEY), n=cfg.n, K=cfg.K, d=cfg.d, delta=cfg.delta)
+    out = {}
+
+    # The two limits: quadrature at sigma = 1e-4 and 1e4 in each setting, the sampled model at 1e-3 and 1e3.
+    quad = {}
+    for name in cfg.limit_settings:
+        s = theory.P1_SETTINGS[name]
+        vals = theory.exact_snr_curve(np.array(_LIMIT_SIGMAS), d=s["d"], K=s["K"], delta=s["delta"],
+                                      pad=cfg.num_sigmas)
+        quad[name] = (vals, 1.0 / ((s["K"] - 1) * s["delta"] ** 2), 1.0 / (s["K"] - 1))
+    st = sampled_snr(mix, np.array(_LIMIT_SIGMAS_SAMPLED), key=jax.random.key(_LIMITS_KEY), num_samples=num)
+    limits = (1.0 / ((cfg.K - 1) * cfg.delta ** 2), 1.0 / (cfg.K - 1))
+    for i, name in enumerate(("snr_limit_small_sigma", "snr_limit_large_sigma")):
+        z = float((st["snr"][i] - limits[i]) / st["snr_se"][i])  # in the sampler's dtype, as before
+        out[name] = {**{f"limit_{k}": v[1 + i] for k, v in quad.items()},
+                     **{f"quadrature_rel_error_{k}": float(v[0][i] / v[1 + i] - 1.0) for k, v in quad.items()},
+                     "sampled_snr": float(st["snr"][i]), "sampled_se": float(st["snr_se"][i]), "sampled_z": z,
+                     "samples": num}
+
+    # The interior peak at the timesteps (a separate sample from the figure's).
+    steps = np.asarray(cfg.timesteps)
+    st = sampled_snr(mix, t_sigma, t_scale, key=jax.random.key(_PEAK_KEY), num_samples=num)
+    if len(steps) >= 3:
+        v = unimodality(t_sigma, st["snr"], st["snr_se"], z=_Z_ORDER)
+        out["interior_peak"] = {
+            "verdict": v.verdict, "peak_timestep": int(steps[v.peak_index]), "peak_sigma": v.peak_x,
+            "peak_snr": v.peak_value, "snr_first": float(st["snr"][0]), "snr_last": float(st["snr"][-1]),
+            "gain_left": v.gain_left, "gain_left_se": v.gain_left_stderr, "gain_right": v.gain_right,
+            "gain_right_se": v.gain_right_stderr, "quadrature_best_timestep": int(steps[int(np.argmax(exact_at_t))]),
+            "samples_per_step": num}
+    else:
+        out["interior_peak"] = {"verdict": "not measured: fewer than 3 timesteps", "samples_per_step": num}
+
+    # Fine to coarse, closed form: xi/zeta over 241 levels for four detail levels.
+    dtype = jnp.zeros((), dtype=float).dtype
+    grid = jnp.asarray(np.geomspace(1e-3, 1e3, 241), dtype)
+    eps = float(jnp.finfo(dtype).eps)
+    deltas = jnp.asarray(_SHRINKAGE_DELTAS, dtype)
+    ratios = np.asarray(jax.jit(jax.vmap(lambda dl: theory.xi(grid, dl) / theory.zeta(grid)))(deltas), np.float64)
+    worst, drops = -np.inf, []
+    for ratio in ratios:
+        worst = max(worst, float(np.max(np.diff(ratio) / ratio[:-1])))
+        drops.append(float(ratio[-1] / ratio[0]))  # -> delta^2: detail shrunk delta^2 times harder
+    out["fine_to_coarse_shrinkage"] = {"max_relative_step": worst, "end_over_start": drops, "float_eps": eps,
+                                       "grid": "241 log-spaced sigma in [1e-3, 1e3]"}
+
+    # Fine to coarse, sampled: the energy the output keeps in the own block and in the others'.
+    sig = np.geomspace(0.02, 5.0, 12)
+    st = sampled_snr(mix, sig, key=jax.random.key(_FINE_TO_COARSE_KEY), num_samples=num)
+    own, other = st["own_retention"], st["other_retention"]
+    half_other, j = _half_point(sig, other)
+    half_own, _ = _half_point(sig, own)
+    out["fine_to_coarse_output"] = {
+        "sigma_half_detail": half_other, "sigma_half_class": half_own,
+        "ratio_half_class_over_detail": half_own / half_other if np.isfinite(half_other) else float("nan"),
+        "sigma_first_detail_below_half": float(sig[j]) if j >= 0 else float("nan"),
+        "class_kept_there": float(own[j]) if j >= 0 else float("nan"),
+        "detail_kept_there": float(other[j]) if j >= 0 else float("nan"),
+        "gap_se": float(np.hypot(st["own_retention_se"][j], st["other_retention_se"][j])) if j >= 0 else float("nan"),
+        "samples_per_level": num}
+    return out
+
+
+def claims(results: dict) -> list[Claim]:
+    """The SNR limits, the interior peak and the fine-to-coarse order, from the saved results.
+
+    Tolerances derive from standard errors where sampling is involved (``_Z`` = 4 two-sided
+    for agreement, ``_Z_ORDER`` = 3 one-sided for an ordering), numerical ones otherwise.
+    """
+    cfg = results["manifest"]["config"]
+    got = results["scalars"]["claims"]
+    settings = [theory.P1_SETTINGS[name] for name in cfg["limit_settings"]]
+    which = " and ".join(f"K={s['K']},d={s['d']},delta={s['delta']}" for s in settings)
+    out = []
+    for i, (name, formula, what) in enumerate((("snr_limit_small_sigma", "1/((K-1) delta^2)", "sigma -> 0"),
+                                               ("snr_limit_large_sigma", "1/(K-1)", "sigma -> infinity"))):
+        m = got[name]
+        rel = [float(v) for k, v in m.items() if k.startswith("quadrature_rel_error_")]
+        out.append(Claim(
+            name,
+            f"exact SNR tends to {formula} as {what} (quadrature at sigma={_LIMIT_SIGMAS[i]:g} for {which}; "
+            f"sampled n={cfg['n']} model at sigma={_LIMIT_SIGMAS_SAMPLED[i]:g})",
+            m,
+            f"|quadrature/limit - 1| < 1e-3 (float32 quadrature ~1e-5, bias O(sigma^2/delta^2) or "
+            f"O(1/sigma^2) < 1e-6) and |z| < {_Z:g} for the sampled model",
+            bool(max(abs(r) for r in rel) < 1e-3 and abs(m["sampled_z"]) < _Z)))
+
+    m = got["interior_peak"]
+    out.append(Claim(
+        "interior_peak",
+        f"P1 setting (K={cfg['K']}, n={cfg['n']}, d={cfg['d']}, delta={cfg['delta']}): the SNR of the exact "
+        f"denoiser's outputs, sampled at P1's {len(cfg['timesteps'])} DDPM timesteps, rises then falls (an interior "
+        "peak)",
+        m,
+        f"metrics.unimodality verdict 'interior peak' (both gains > {_Z_ORDER:g} combined standard errors "
+        f"and >= 1% relative)",
+        m["verdict"] == "interior peak"))
+
+    m = got["fine_to_coarse_shrinkage"]
+    eps = m["float_eps"]
+    out.append(Claim(
+        "fine_to_coarse_shrinkage",
+        "xi/zeta = delta^2 (1 + sigma^2) / (delta^2 + sigma^2) decreases in sigma (delta in "
+        "{" + ", ".join(f"{dl:g}" for dl in _SHRINKAGE_DELTAS) + "}), from 1 to delta^2: detail blocks are "
+        "shrunk ever harder than the class block",
+        m,
+        "no relative step above 4 float eps (where the exact steps fall below rounding, at the plateaus) "
+        "and end/start within 1% of delta^2",
+        bool(m["max_relative_step"] < 4 * eps
+             and all(abs(r / dl**2 - 1) < 0.01 for r, dl in zip(m["end_over_start"], _SHRINKAGE_DELTAS)))))
+
+    # NaN (no crossing) comes back from JSON as the string "nan": float() reads both.
+    m = {k: float(v) if k != "samples_per_level" else v for k, v in got["fine_to_coarse_output"].items()}
+    half_detail, half_class = m["sigma_half_detail"], m["sigma_half_class"]
+    gap = m["class_kept_there"] - m["detail_kept_there"]
+    out.append(Claim(
+        "fine_to_coarse_output",
+        "P1 setting: the exact denoiser first drops the class-irrelevant detail (energy kept in the other classes' "
+        "blocks, E||P_other xh||^2 / E||P_other x0||^2) and only at larger sigma the class signal "
+        "(E||P_k xh||^2 / E||P_k x0||^2)",
+        m,
+        f"half-retention sigma of the detail < that of the class signal, and at the first level where the detail "
+        f"retention is below 1/2 the class retention exceeds it by > {_Z_ORDER:g} combined standard errors",
+        bool(np.isfinite(m["sigma_first_detail_below_half"]) and np.isfinite(half_class)
+             and half_detail < half_class and gap > _Z_ORDER * m["gap_se"])))
+    return out
 
 
 def _timestep_axis(ax, steps=(5, 20, 60, 120, 260)):
@@ -584,10 +481,12 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     fig.tight_layout()
     return save_figure(fig, fig_dir, "mechanism")
 
+QUICK = {"num_samples": 4000, "num_sigmas": 64, "confidence_draws": 2**13, "limit_settings": ("paper",)}
 
-EXPERIMENT = Experiment(name="mechanism", summary="exact vs Theorem-1 SNR of the optimal denoiser, denoising rate and class confidence",
-         config=MechanismConfig(), run=run, plot=plot,
-         quick={"num_samples": 4000, "num_sigmas": 64, "confidence_draws": 2**13},
-         paper="P1 Fig. 3 (optimal/approximate SNR) and Fig. 4 (mechanism)")
+EXPERIMENT = Experiment(
+    name="mechanism",
+    summary="exact vs Theorem-1 SNR of the optimal denoiser, denoising rate and class confidence",
+    config=MechanismConfig(), run=run, plot=plot, quick=QUICK,
+    paper="P1 Fig. 3 (optimal/approximate SNR) and Fig. 4 (mechanism)", claims=claims)
 
 SWEEPABLES = ()

@@ -1,15 +1,15 @@
 """Memorisation turns the unimodal SNR curve monotone: the exact version with the empirical denoiser.
 
-P1 (THEORY section 7) reports that a diffusion model that memorises its training set loses
+P1 (docs/theory.md section 7) reports that a diffusion model that memorises its training set loses
 the interior peak of its feature-quality-versus-noise curve: the curve turns monotone
 decreasing. On MoLRG data the fully memorising model is known exactly: it is the empirical
-optimal denoiser of the training set (THEORY section 3),
+optimal denoiser of the training set (docs/theory.md section 3),
 
     E_emp[x_0 | x_t] = sum_i y_i softmax_i( -||x_t - y_i||^2 / (2 sigma^2) ),
 
 the minimiser of the training loss over all functions. This experiment measures, in P1's
 setting (K = 3, n = 50, d = 5, delta = 0.2, s = 1), the SNR of its outputs (P1 Definition 1,
-THEORY section 5) against sigma, for training sets of N = 2^4 ... 2^12 samples,
+docs/theory.md section 5) against sigma, for training sets of N = 2^4 ... 2^12 samples,
 
 * for fresh **test** inputs ``x_0 + sigma eps`` (``x_0`` not in the training set), and
 * for noised **training** inputs ``y_i + sigma eps``,
@@ -20,18 +20,28 @@ is a new mixture and the seeds differ mostly in the curve's overall level, so th
 taken on the per-seed curves divided by their own value at the smallest sigma (a paired
 comparison; the unpaired verdict on the raw mean is reported next to it). A heatmap of the
 **peak gain** ``max_sigma SNR / SNR(sigma_min)`` over (d, N) shows where the peak emerges.
-Within a seed every sigma uses the same test points and the same noise direction (common
+Within a seed every sigma uses the same mixture, test points and noise direction (common
 random numbers), so a curve is smooth in sigma.
 
-Speed. The study ``memorization`` draws the training set at ``N_max`` and masks it to its
-first N rows (the logits of padded rows are -inf), and the bases at ``d_max`` columns
-masked to the first d, so N and d are numeric (traced): the experiment compiles one
-program for all N <= ``small_N_max`` and one for the larger N. Training sets are nested in
-N for a seed, and a seed gives the same bases to every d (common random numbers). The
-samples are drawn directly from the definition (class k: ``U_k a + delta sum_{l != k} U_l
-e_l``, which is P1's MoLRG with orthogonal subspaces), and the exact denoiser is P1's
-closed form (THEORY section 3), both on the masked columns; ``tests/test_studies.py``
-checks them against :class:`molrg.MoLRG` and :func:`molrg.denoise`.
+Claim ``memorization_shape`` (P1: a memorising model loses the interior peak): the curve for
+d = 5 has no interior peak at N = ``claim_N_small`` (16) and an interior peak at N =
+``claim_N_large`` (4096; 512 quick), over ``claim_num_seeds`` seeds (5; 3 quick), for test
+inputs and for noised training inputs. run() measures it; :func:`claims` reads it back.
+
+Every piece is the core's: :meth:`molrg.MoLRG.sample` (mixture from
+:func:`molrg.random_molrg`), :func:`molrg.denoise` (exact), :func:`molrg.empirical_denoise`
+and :func:`molrg.metrics.snr`. The sweepable study ``memorization`` (one point: one (d, N,
+sigma, delta, seed); outputs ``snr_test``, ``snr_train``, ``snr_exact``, ``mse_test``,
+``mse_exact``) draws the training set at ``N_max`` and keeps its first N rows with the
+empirical denoiser's ``weights`` mask (and the SNR's ``sample_weights`` for the training
+inputs), so N is numeric (traced): one compiled program serves every N <= ``N_max``.
+Training sets are nested in N for a seed. d fixes the shapes of the mixture, so it is
+static: one compile per d (and per N bucket, see :func:`sweep_curves`). For example
+
+    molrg sweep memorization --set N_max=4096 --set num_test=2000 --batch 36 \
+        --grid N=16,64,256,1024,4096 --grid sigma=0.002:1.923:9g --grid seed=0,1,2,3
+
+(``--batch`` bounds the memory, about batch x (num_test + num_train_inputs) x 2048 numbers.)
 """
 
 from __future__ import annotations
@@ -47,84 +57,7 @@ import numpy as np
 
 import molrg
 from molrg import metrics
-from molrg.study import Experiment, Results, load_results, run_sweep, save_figure, sweepable
-
-Array = jax.Array
-
-
-# ------------------------------------------------------------------------------------------
-# Pieces (pure JAX, masked).
-# ------------------------------------------------------------------------------------------
-def sample_masked(key: Array, bases: Array, cols: Array, delta, num: int):
-    """``num`` samples of P1's MoLRG whose class-k basis is the first d columns of bases[k].
-
-    Class k (uniform): ``x_0 = U_k a + delta sum_{l != k} U_l e_l``, ``a, e_l ~ N(0, I_d)``.
-
-    Args:
-      key: PRNG key.
-      bases: ``(K, n, d_max)`` mutually orthogonal orthonormal blocks.
-      cols: ``(d_max,)`` column mask (1 for j < d).
-      delta: detail level (may be traced).
-      num: static number of samples.
-
-    Returns:
-      ``(x0 (num, n), labels (num,) int32)``.
-    """
-    K = bases.shape[0]
-    k_lab, k_coef = jax.random.split(key)
-    labels = jax.random.randint(k_lab, (num,), 0, K, dtype=jnp.int32)
-    coef = jax.random.normal(k_coef, (num, K, bases.shape[2]), bases.dtype) * cols[None, None, :]
-    own = jax.nn.one_hot(labels, K, dtype=bases.dtype)
-    scale = own + jnp.asarray(delta, bases.dtype) * (1 - own)
-    return jnp.einsum("bkd,knd->bn", coef * scale[:, :, None], bases * cols[None, None, :]), labels
-
-
-def empirical_denoise_masked(train: Array, weights: Array, x_t: Array, sigma) -> Array:
-    """The empirical denoiser of the rows of ``train`` with weight > 0 (``s = 1``).
-
-    ``sum_i y_i softmax_i(-||x_t - y_i||^2 / (2 sigma^2))`` over rows i with
-    ``weights[i] > 0`` (padded rows get logit -inf). Dense ``(B, N_max)`` logits.
-    """
-    inv = 1.0 / (2.0 * jnp.square(sigma))
-    logits = (2.0 * (x_t @ train.T) - jnp.sum(train * train, axis=-1)[None, :]) * inv
-    logits = jnp.where(weights[None, :] > 0, logits, -jnp.inf)
-    return jax.nn.softmax(logits, axis=-1) @ train
-
-
-def exact_denoise_masked(bases: Array, cols: Array, delta, x_t: Array, sigma) -> Array:
-    """P1's closed-form exact denoiser (THEORY section 3; orthogonal, equal d, s = 1, eta = 0).
-
-    ``w = softmax_l((1 - delta^2) ||U_l^T x||^2 / (2 (1 + sigma^2)(delta^2 + sigma^2)))``,
-    ``beta_l = xi + (zeta - xi) w_l``, output ``sum_l beta_l U_l U_l^T x``.
-    """
-    U = bases * cols[None, None, :]
-    proj = jnp.einsum("bn,knd->bkd", x_t, U)
-    energy = jnp.sum(jnp.square(proj), axis=-1)
-    s2, d2 = jnp.square(sigma), jnp.square(delta)
-    w = jax.nn.softmax((1.0 - d2) * energy / (2.0 * (1.0 + s2) * (d2 + s2)), axis=-1)
-    zeta, xi = 1.0 / (1.0 + s2), d2 / (d2 + s2)
-    beta = xi + (zeta - xi) * w
-    return jnp.einsum("bkd,knd->bn", beta[:, :, None] * proj, U)
-
-
-def snr_masked(outputs: Array, labels: Array, weights: Array, bases: Array, cols: Array) -> Array:
-    """P1's SNR (THEORY section 5), ``(1/K') sum_k num_k / den_k`` over the K' classes present.
-
-    ``num_k`` and ``den_k`` are the weighted means of ``||U_k^T xh||^2`` and ``||xh - P_k
-    xh||^2`` over outputs of true class k (rows of weight 0 are ignored); equal to
-    :func:`molrg.metrics.snr` when every weight is 1 and every class is present.
-    """
-    K = bases.shape[0]
-    U = bases * cols[None, None, :]
-    onclass = jnp.sum(jnp.square(jnp.einsum("bn,knd->bkd", outputs, U)), axis=-1)  # (B, K)
-    total = jnp.sum(outputs * outputs, axis=-1)
-    member = jax.nn.one_hot(labels, K, dtype=outputs.dtype) * weights[:, None]
-    count = jnp.sum(member, axis=0)
-    num = jnp.sum(member * onclass, axis=0)
-    den = jnp.sum(member * (total[:, None] - onclass), axis=0)
-    present = count > 0
-    ratio = jnp.where(present, num / jnp.where(present, den, 1.0), 0.0)
-    return jnp.sum(ratio) / jnp.sum(present.astype(outputs.dtype))
+from molrg.study import Claim, Experiment, Results, load_results, run_sweep, save_figure, sweepable
 
 
 # ------------------------------------------------------------------------------------------
@@ -132,8 +65,8 @@ def snr_masked(outputs: Array, labels: Array, weights: Array, bases: Array, cols
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class MemorizationPoint:
-    """One (d, N, sigma, delta, seed) point. Static: n, K, d_max, N_max, num_test,
-    num_train_inputs. Numeric: d, N, sigma, delta, seed."""
+    """One (d, N, sigma, delta, seed) point. Static: n, K, d, N_max, num_test,
+    num_train_inputs. Numeric: N, sigma, delta, seed."""
 
     n: int = 50
     K: int = 3
@@ -142,24 +75,21 @@ class MemorizationPoint:
     sigma: float = 0.3
     delta: float = 0.2
     seed: int = 0
-    d_max: int = 5
     N_max: int = 512
     num_test: int = 200
     num_train_inputs: int = 200
 
     def validate(self):
-        for f in ("n", "K", "d", "N", "d_max", "N_max", "num_test", "num_train_inputs"):
+        for f in ("n", "K", "d", "N", "N_max", "num_test", "num_train_inputs"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{f}: must be a positive integer; got {v!r}")
-        if self.d > self.d_max:
-            raise ValueError(f"d: must be <= d_max = {self.d_max}; got {self.d}")
         if self.N > self.N_max:
             raise ValueError(f"N: must be <= N_max = {self.N_max}; got {self.N}")
         if self.K < 2:
             raise ValueError("K: the SNR needs K >= 2 classes")
-        if self.K * self.d_max > self.n:
-            raise ValueError(f"d_max: need K * d_max <= n; got {self.K} * {self.d_max} > {self.n}")
+        if self.K * self.d > self.n:
+            raise ValueError(f"d: need K * d <= n for orthogonal subspaces; got {self.K} * {self.d} > {self.n}")
         if not self.sigma > 0:
             raise ValueError(f"sigma: must be > 0; got {self.sigma}")
         if not 0 <= self.delta < 1:
@@ -169,34 +99,35 @@ class MemorizationPoint:
 
 
 def _point(cfg: MemorizationPoint, v):
-    k_basis, k_train, k_test, k_e1, k_e2 = jax.random.split(jax.random.key(v["seed"]), 5)
-    mix = molrg.random_molrg(k_basis, n=cfg.n, K=cfg.K, d=cfg.d_max)
+    k_mix, k_train, k_test, k_e1, k_e2 = jax.random.split(jax.random.key(v["seed"]), 5)
+    mix = molrg.random_molrg(k_mix, n=cfg.n, K=cfg.K, d=cfg.d, delta=v["delta"])
     dtype = mix.dtype
-    bases = jnp.stack(mix.bases)
-    cols = (jnp.arange(cfg.d_max, dtype=jnp.int32) < jnp.asarray(v["d"]).astype(jnp.int32)).astype(dtype)
-    rows = (jnp.arange(cfg.N_max, dtype=jnp.int32) < jnp.asarray(v["N"]).astype(jnp.int32)).astype(dtype)
     sigma = jnp.asarray(v["sigma"]).astype(dtype)
-    delta = jnp.asarray(v["delta"]).astype(dtype)
-    train, train_labels = sample_masked(k_train, bases, cols, delta, cfg.N_max)
-    x0, labels = sample_masked(k_test, bases, cols, delta, cfg.num_test)
+    train, train_labels = mix.sample(k_train, cfg.N_max)
+    x0, labels = mix.sample(k_test, cfg.num_test)
     xt = x0 + sigma * jax.random.normal(k_e1, x0.shape, dtype)
     T = min(cfg.num_train_inputs, cfg.N_max)  # the first T training points (those < N count)
     xt_train = train[:T] + sigma * jax.random.normal(k_e2, (T, cfg.n), dtype)
-    ones = jnp.ones((cfg.num_test,), dtype)
-    emp_test = empirical_denoise_masked(train, rows, xt, sigma)
-    emp_train = empirical_denoise_masked(train, rows, xt_train, sigma)
-    exact = exact_denoise_masked(bases, cols, delta, xt, sigma)
-    return {"snr_test": snr_masked(emp_test, labels, ones, bases, cols),
-            "snr_train": snr_masked(emp_train, train_labels[:T], rows[:T], bases, cols),
-            "snr_exact": snr_masked(exact, labels, ones, bases, cols)}
+    rows = jnp.arange(cfg.N_max) < v["N"]  # the training set: the first N of N_max points
+    # One pass over the training set for both kinds of input.
+    emp = molrg.empirical_denoise(train, jnp.concatenate([xt, xt_train]), sigma, weights=rows)
+    emp_test, emp_train = emp[:cfg.num_test], emp[cfg.num_test:]
+    exact = molrg.denoise(mix, xt, sigma)
+    # A small training set may miss a class: the SNR then averages over the classes present.
+    return {"snr_test": metrics.snr(emp_test, labels, mix, skip_absent=True),
+            "snr_train": metrics.snr(emp_train, train_labels[:T], mix, sample_weights=rows[:T],
+                                     skip_absent=True),
+            "snr_exact": metrics.snr(exact, labels, mix, skip_absent=True),
+            "mse_test": jnp.mean(jnp.sum(jnp.square(emp_test - x0), axis=1)),
+            "mse_exact": jnp.mean(jnp.sum(jnp.square(exact - x0), axis=1))}
 
 
 MEMORIZATION = sweepable(
     "memorization",
     summary="SNR of the memorising (empirical) denoiser, test and training inputs, vs the exact one",
     config=MemorizationPoint(),
-    static=("n", "K", "d_max", "N_max", "num_test", "num_train_inputs"),
-    numeric=("d", "N", "sigma", "delta", "seed"), point=_point)
+    static=("n", "K", "d", "N_max", "num_test", "num_train_inputs"),
+    numeric=("N", "sigma", "delta", "seed"), point=_point)
 
 
 def _divisor_at_most(num: int, cap: float) -> int:
@@ -205,16 +136,15 @@ def _divisor_at_most(num: int, cap: float) -> int:
 
 def sweep_curves(*, n, K, d_values, N_values, sigmas, delta, seeds, num_test, num_train_inputs,
                  small_N_max, out_dir, verbose=False, memory_floats: float = 4e7) -> list[dict]:
-    """Runs the ``memorization`` study over (d, N, sigma, seed), one compile per N bucket.
+    """Runs the ``memorization`` study over (d, N, sigma, seed), one compile per (d, N bucket).
 
     N <= small_N_max share a program with ``N_max = small_N_max``; larger N share one with
     ``N_max = max(N_values)``. Points per compiled call: the largest divisor of the number
     of noise levels whose logits stay under ``memory_floats`` numbers, so that every call
     of a program has one shape (a compiled program is specialised to it) and sweeps with
-    the same static values share one compile whatever their (d, N, seed) grid (the quick
-    experiment and ``molrg check --quick`` do). Returns the sweep rows.
+    the same static values share one compile whatever their (N, seed) grid (the experiment's
+    curves and its claim do). Returns the sweep rows.
     """
-    d_max = max(d_values)
     buckets = [(small_N_max, [N for N in N_values if N <= small_N_max]),
                (max(N_values), [N for N in N_values if N > small_N_max])]
     rows = []
@@ -224,7 +154,7 @@ def sweep_curves(*, n, K, d_values, N_values, sigmas, delta, seeds, num_test, nu
         per_point = N_max * (num_test + num_train_inputs)
         res = run_sweep(MEMORIZATION, {
             "d": list(d_values), "N": Ns, "sigma": [float(s) for s in sigmas], "seed": list(seeds)},
-            overrides={"n": n, "K": K, "d_max": d_max, "N_max": N_max,
+            overrides={"n": n, "K": K, "N_max": N_max,
                        "num_test": num_test, "num_train_inputs": num_train_inputs, "delta": delta},
             out_dir=out_dir, batch_size=_divisor_at_most(len(sigmas), memory_floats // per_point),
             verbose=verbose)
@@ -291,6 +221,11 @@ class MemorizationConfig:
     num_test: int = 200
     num_train_inputs: int = 200
     small_N_max: int = 512  # N up to this share one compiled program; larger N another
+    # The claim memorization_shape: curves at d, N = claim_N_small and claim_N_large, over
+    # claim_num_seeds seeds (its own sweep, so its numbers do not depend on N_values/num_seeds).
+    claim_N_small: int = 16
+    claim_N_large: int = 4096
+    claim_num_seeds: int = 5
     sweep_dir: str = ""
 
     def validate(self):
@@ -310,6 +245,11 @@ class MemorizationConfig:
             raise ValueError(f"delta: must lie in [0, 1); got {self.delta}")
         if min(self.num_test, self.num_train_inputs, self.small_N_max) < 1:
             raise ValueError("num_test, num_train_inputs, small_N_max: must be >= 1")
+        if not 2 <= self.claim_N_small < self.claim_N_large:
+            raise ValueError(f"claim_N_small, claim_N_large: need 2 <= small < large; got "
+                             f"{self.claim_N_small}, {self.claim_N_large}")
+        if self.claim_num_seeds < 2:
+            raise ValueError("claim_num_seeds: need >= 2 (errors across seeds)")
 
 
 def _sigmas(cfg) -> np.ndarray:
@@ -320,16 +260,24 @@ def run(cfg: MemorizationConfig, verbose: bool = True) -> Results:
     sigmas = _sigmas(cfg)
     own = not cfg.sweep_dir
     root = tempfile.mkdtemp(prefix="molrg-memo-") if own else cfg.sweep_dir
+    common = dict(n=cfg.n, K=cfg.K, sigmas=sigmas, delta=cfg.delta, num_test=cfg.num_test,
+                  num_train_inputs=cfg.num_train_inputs, small_N_max=cfg.small_N_max, out_dir=root,
+                  verbose=verbose)
+    claim_Ns = (cfg.claim_N_small, cfg.claim_N_large)
     t0 = time.perf_counter()
     try:
-        rows = sweep_curves(n=cfg.n, K=cfg.K, d_values=cfg.heatmap_d_values, N_values=cfg.N_values,
-                            sigmas=sigmas, delta=cfg.delta, seeds=range(cfg.num_seeds),
-                            num_test=cfg.num_test, num_train_inputs=cfg.num_train_inputs,
-                            small_N_max=cfg.small_N_max, out_dir=root, verbose=verbose)
+        rows = sweep_curves(d_values=cfg.heatmap_d_values, N_values=cfg.N_values,
+                            seeds=range(cfg.num_seeds), **common)
+        t1 = time.perf_counter()
+        claim_rows = sweep_curves(d_values=(cfg.d,), N_values=claim_Ns, seeds=range(cfg.claim_num_seeds),
+                                  **common)
     finally:
         if own:
             shutil.rmtree(root, ignore_errors=True)
-    seconds = time.perf_counter() - t0
+    seconds, seconds_claim = t1 - t0, time.perf_counter() - t1
+    claim_verdicts = [{"inputs": inputs, "N": N,
+                       **verdict(sigmas, seed_curves(claim_rows, f"snr_{inputs}", cfg.d, N, sigmas))}
+                      for inputs in ("test", "train") for N in claim_Ns]
 
     curves, verdicts = [], []
     for d in cfg.heatmap_d_values:
@@ -356,11 +304,44 @@ def run(cfg: MemorizationConfig, verbose: bool = True) -> Results:
                       f"peak sigma={v['peak_sigma']:.3f} gain={v['peak_gain']:.3f}+-{v['peak_gain_stderr']:.3f}  "
                       f"[unpaired: {v['verdict_unpaired']}, SNR {v['snr_at_sigma_min']:.2f} -> "
                       f"peak {v['peak_snr']:.2f}]")
-    scalars = {"seconds_sweep": seconds, "sigmas": sigmas.tolist(), "num_points": len(rows)}
+    scalars = {"seconds_sweep": seconds, "seconds_claim_sweep": seconds_claim, "sigmas": sigmas.tolist(),
+               "num_points": len(rows), "num_claim_points": len(claim_rows)}
     for v in verdicts:
         if v["d"] == cfg.d:
             scalars[f"verdict_{v['inputs']}_N{v['N']}"] = v["verdict"]
-    return Results(scalars=scalars, tables={"curves": curves, "verdicts": verdicts})
+    return Results(scalars=scalars,
+                   tables={"curves": curves, "verdicts": verdicts, "claim_verdicts": claim_verdicts})
+
+
+def claims(results: dict) -> list[Claim]:
+    """``memorization_shape[test inputs]``, ``[train inputs]`` from the saved results.
+
+    P1: a memorising model loses the interior SNR peak. The empirical denoiser's curve at d
+    (verdicts of :func:`verdict`, z = 3 across seeds, on per-seed curves divided by their
+    small-noise value) must have no interior peak at N = ``claim_N_small`` and an interior peak
+    at N = ``claim_N_large``.
+    """
+    cfg = results["manifest"]["config"]
+    small, large = int(cfg["claim_N_small"]), int(cfg["claim_N_large"])
+    out = []
+    for inputs in ("test", "train"):
+        v = {int(r["N"]): r for r in results["tables"]["claim_verdicts"] if r["inputs"] == inputs}
+        ok = v[small]["verdict"] != "interior peak" and v[large]["verdict"] == "interior peak"
+        measured = {}
+        for N in (small, large):
+            for key in ("verdict", "peak_sigma", "peak_gain", "peak_gain_stderr", "verdict_unpaired"):
+                measured[f"N{N}_{key}"] = v[N][key]
+        measured.update(seeds=int(cfg["claim_num_seeds"]), points_per_seed=int(cfg["num_test"]),
+                        K=int(cfg["K"]), n=int(cfg["n"]), d=int(cfg["d"]), delta=float(cfg["delta"]))
+        out.append(Claim(
+            f"memorization_shape[{inputs} inputs]",
+            f"P1: the memorising (empirical) denoiser's SNR curve has no interior peak at N = {small} "
+            f"and an interior peak at N = {large} ({inputs} inputs)",
+            measured,
+            f"metrics.unimodality, z = 3 standard errors across seeds of SNR(sigma)/SNR({cfg['sigma_min']:g}), "
+            f"1% relative floor; {cfg['num_sigmas']} log-spaced sigma in [{cfg['sigma_min']:g}, {cfg['sigma_max']:g}]",
+            bool(ok)))
+    return out
 
 
 def plot(results_dir: str, fig_dir: str) -> list[str]:
@@ -417,11 +398,13 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return save_figure(fig, fig_dir, "memorization")
 
 
-QUICK = {"N_values": "16,64,512", "heatmap_d_values": "5", "num_seeds": 3}
+QUICK = {"N_values": "16,64,512", "heatmap_d_values": "5", "num_seeds": 3, "claim_N_large": 512,
+         "claim_num_seeds": 3}
 
 EXPERIMENT = Experiment(name="memorization",
          summary="memorising (empirical) denoiser: SNR curves vs N (test, training inputs), where the peak emerges",
          config=MemorizationConfig(), run=run, plot=plot, quick=QUICK,
-         paper="P1 memorisation claim (Sec. on memorisation / early stopping), exact MoLRG version")
+         paper="P1 memorisation claim (Sec. on memorisation / early stopping), exact MoLRG version",
+         claims=claims)
 
 SWEEPABLES = (MEMORIZATION,)

@@ -1,12 +1,12 @@
 """Memorisation with trained MLPs: does the SNR peak vanish when a trained network memorises?
 
-P1 (THEORY section 7) reports that a diffusion model trained on few samples, or large, or
+P1 (docs/theory.md section 7) reports that a diffusion model trained on few samples, or large, or
 trained long, memorises its training set, and that its unimodal feature-quality-versus-noise
 curve then turns monotone decreasing; it proposes the interior peak as a label-free
 early-stopping signal. :mod:`molrg.experiments.memorization` measures the fully memorising
 limit exactly (the empirical denoiser). This experiment trains the networks.
 
-Setting: P1's Fig. 3 mixture (K = 3, n = 50, d = 5, delta = 0.2, THEORY 7), the MLP
+Setting: P1's Fig. 3 mixture (K = 3, n = 50, d = 5, delta = 0.2, docs/theory.md section 7), the MLP
 denoiser of :mod:`molrg.networks` (tiny-diffusion-like, EDM preconditioned, depth 3) with
 ``sigma_data`` passed explicitly as the std measured on the training pool, Adam at P1's
 learning rate 5e-4, batch 32, P1's DDPM noise (T = 500). For every width W, training-set
@@ -51,8 +51,7 @@ Scale. The default (width 256, N = 16 and 4096, 1 seed, 5 checkpoints x 2,000 st
 at batch 256 and learning rate 2e-3) is the smallest run that shows both ends of the story
 (measured: N = 16 reaches copy fraction 0.54 at step 10,000; N = 4096 has an interior peak
 from step 3,000 on; width 64 underfits at both N with these steps, so it is left to the
-full scale); it is the config of ``molrg check``'s full-mode claim, so within ``molrg
-reproduce`` the experiment reuses the check's models (:func:`run` memoises per config). It
+full scale); the claims (:func:`claims`) are computed from this run's saved results. It
 departs from P1's optimiser settings (batch 32, lr 5e-4) because those fit too slowly for
 this budget: measured, 6,000 steps at batch 32 / lr 5e-4 left every model (W = 64, 256;
 N = 16..4096) far off the data's support (mean distance to the subspaces 1.3-2.1 vs 0.62
@@ -81,7 +80,7 @@ import molrg
 from molrg import metrics
 from molrg.sample_quality import distance_to_union, mixture_log_likelihood, nearest_neighbors
 from molrg.networks import MLPDenoiser
-from molrg.study import Experiment, Progress, Results, load_results, save_figure
+from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
 from molrg.sampling import ddpm_ancestral, default_timesteps, draw_noises
 from molrg.schedules import PAPER_TIMESTEPS, DDPMLinear, paper_timestep_sigmas
 from molrg.training import train_ensemble
@@ -341,17 +340,13 @@ def exact_curve(mix, x0, labels, eps, sigmas, scales) -> tuple[np.ndarray, np.nd
 # The experiment.
 # ------------------------------------------------------------------------------------------
 def run(cfg: MLPMemorizationConfig, verbose: bool = True) -> Results:
-    """Trains and measures every model of ``cfg``; memoised per config within a process.
+    """Trains and measures every model of ``cfg`` (see the module doc).
 
-    ``molrg reproduce`` runs ``molrg check`` first, whose full-mode claim trains exactly
-    the experiment's default models; the experiment then reuses them instead of training
-    the same networks (the same seeds, the same program) a second time.
+    Returns:
+      Results with tables ``curves`` (one row per model, checkpoint and level), ``models``
+      (one row per model and checkpoint; ``final`` marks the last) and ``exact``.
     """
     cfg.validate()
-    return _run(cfg, verbose)
-
-
-def _run(cfg: MLPMemorizationConfig, verbose: bool) -> Results:
     t_start = time.perf_counter()
     k_mix, k_pool, k_test, k_eps, k_ref, k_samp = jax.random.split(jax.random.key(cfg.seed), 6)
     mix = molrg.paper_molrg(k_mix, n=cfg.n, K=cfg.K, d=cfg.d, delta=cfg.delta)
@@ -613,12 +608,54 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return paths
 
 
+# ------------------------------------------------------------------------------------------
+# Claims (from saved results).
+# ------------------------------------------------------------------------------------------
+def claims(results: dict) -> list[Claim]:
+    """P1's memorisation story for trained MLPs, from the saved results.
+
+    ``mlp_memorization_shape[memorising]``: every memorising final model (:func:`group_of`:
+    copy fraction >= 1/2) has no interior peak in its output-SNR curve on test inputs;
+    ``[generalising]``: every generalising one (no copies, samples on the support) has one.
+    Verdicts are the run's :func:`molrg.metrics.unimodality` with z = 3 standard errors over
+    the test inputs; the thresholds were fixed before measuring. A group with no model is a
+    FAIL (nothing supports the claim), reported with the numbers of every model.
+    """
+    cfg = results["manifest"]["config"]
+    final = [r for r in results["tables"]["models"] if r["final"]]
+    # The CSV gives every number back as a float: width, N and seed are integers.
+    per_model = [f"W{int(r['width'])}/N{int(r['N'])}/s{int(r['seed'])}: copy {r['copy_fraction']:.2f}, NN ratio "
+                 f"{r['nn_ratio']:.2f}, union dist {r['union_distance']:.2f} (ref "
+                 f"{r['union_distance_ref']:.2f}) -> {group_of(r)}; "
+                 f"{r['verdict_test']}, gain {r['peak_gain_test']:.3f}+-{r['peak_gain_stderr_test']:.3f}"
+                 for r in final]
+    setting = {"steps": results["scalars"]["steps"], "lr": cfg["learning_rate"], "batch": cfg["batch_size"],
+               "widths": list(cfg["widths"]), "N": list(cfg["N_values"]), "seeds": cfg["num_seeds"],
+               "exact_denoiser": results["scalars"]["exact"]["verdict"]}
+    out = []
+    for group, want, statement in (
+            ("memorising", False, "memorising MLPs (copy fraction >= 1/2) have no interior SNR peak"),
+            ("generalising", True, "generalising MLPs (no copies, samples on the support) have an "
+                                   "interior SNR peak")):
+        rows = [r for r in final if group_of(r) == group]
+        hits = [(r["verdict_test"] == "interior peak") == want for r in rows]
+        out.append(Claim(
+            f"mlp_memorization_shape[{group}]",
+            f"P1: {statement} (trained in P1's Fig. 3 setting; output SNR on test inputs)",
+            {"models_in_group": len(rows), "agreeing": int(sum(hits)), **setting, "models": per_model},
+            "metrics.unimodality with z = 3 test-input standard errors per model, 1% relative floor; "
+            "every model of the group must agree, and the group must be non-empty",
+            bool(rows) and all(hits)))
+    return out
+
+
 QUICK = {"N_values": "16,256", "widths": "32", "num_seeds": 2, "segment_steps": 100, "num_segments": 2, "batch_size": 32,
          "num_test": 150, "num_samples": 64, "sample_steps": 20}
 
 EXPERIMENT = Experiment(name="mlp_memorization",
          summary="trained MLPs vs N, width, training length: SNR peak against copying of training points",
          config=MLPMemorizationConfig(), run=run, plot=plot, quick=QUICK,
-         paper="P1 memorisation / early-stopping claim (Sec. 7), trained MLPs in the Fig. 3 setting")
+         paper="P1 memorisation / early-stopping claim (Sec. 7), trained MLPs in the Fig. 3 setting",
+         claims=claims)
 
 SWEEPABLES = ()

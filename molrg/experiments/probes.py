@@ -15,7 +15,7 @@ on the training split), and, as the ceiling, of the Bayes classifier ``argmax_k 
 :func:`molrg.metrics.snr_per_class`) for reference. Each curve is classified with
 :func:`molrg.metrics.unimodality` (3 standard errors, 1% relative floor).
 
-Caveat (THEORY section 5): MoLRG classes are zero-mean and the denoiser is an odd function
+Caveat (docs/theory.md section 5): MoLRG classes are zero-mean and the denoiser is an odd function
 of ``x_t`` (``E[x_0 | -x_t] = -E[x_0 | x_t]``), so every class-conditional feature mean is
 zero and a *linear* probe has no mean difference to use. It can still beat chance (1/K)
 somewhat, because the classes are anisotropic (a region bounded by hyperplanes can hold
@@ -55,7 +55,7 @@ import numpy as np
 
 import molrg
 from molrg import metrics, probes, schedules
-from molrg.study import Experiment, Progress, Results, load_results, save_figure
+from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
 
 FEATURES = ("denoiser", "input")
 
@@ -362,9 +362,54 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return save_figure(fig, fig_dir, "probes")
 
 
+def claims(results: dict) -> list[Claim]:
+    """The probes' claims, from the saved results (:func:`molrg.study.load_results`).
+
+    Bayes accuracy non-increasing in sigma (no rise above ``z`` combined standard errors
+    between neighbouring levels), and an interior peak ("interior peak" verdict of
+    :func:`molrg.metrics.unimodality` on the mean over repeats) of the denoiser output's
+    SNR, of the linear probe and of the projection classifier on denoiser outputs.
+    """
+    cfg = results["manifest"]["config"]
+    sigmas = results["scalars"]["sigmas"]
+    verdicts = results["scalars"]["verdicts"]
+    reps = results["scalars"]["repeat_verdicts"]
+    bayes = [r for r in results["tables"]["probes"] if r["curve"] == "bayes"]
+    acc = np.array([r["accuracy"] for r in bayes])
+    err = np.array([r["stderr"] for r in bayes])
+    rise = np.diff(acc)
+    z = rise / np.maximum(np.hypot(err[1:], err[:-1]), 1e-12)
+    scale = (f"{cfg['num_repeats']} repeats x ({cfg['num_train']} train, {cfg['num_test_sets']} x "
+             f"{cfg['num_test']} test), {len(sigmas)} noise levels")
+    out = [Claim(
+        "bayes_accuracy_monotone",
+        "Bayes accuracy argmax_k p(k | x_t) is non-increasing in sigma",
+        {"accuracy_first": float(acc[0]), "accuracy_last": float(acc[-1]), "largest_rise": float(rise.max()),
+         "largest_rise_z": float(z.max()), "scale": scale},
+        f"no rise between neighbouring noise levels above {cfg['z']:g} combined standard errors of the mean "
+        "over repeats (conservative: the noise draws are shared across sigma)",
+        bool(z.max() <= cfg["z"]))]
+    for key, name, what in (("snr/denoiser", "snr_unimodal", "SNR of the optimal-denoiser output"),
+                            ("linear_probe/denoiser", "linear_probe_unimodal",
+                             "linear-probe accuracy on optimal-denoiser features"),
+                            ("projection/denoiser", "projection_unimodal",
+                             "projection-classifier accuracy on optimal-denoiser features")):
+        u = verdicts[key]
+        out.append(Claim(
+            name, f"{what} is unimodal in sigma (an interior peak)",
+            {"verdict": u["verdict"], "peak_sigma": u["peak_x"], "peak_value": u["peak_value"],
+             "gain_left": u["gain_left"], "gain_right": u["gain_right"],
+             "gain_left_stderr": u["gain_left_stderr"], "gain_right_stderr": u["gain_right_stderr"],
+             "verdicts_per_repeat": reps[key], "scale": scale},
+            f"metrics.unimodality verdict 'interior peak' on the mean over repeats ({cfg['z']:g} within-repeat "
+            "standard errors, 1% relative floor)",
+            u["verdict"] == "interior peak"))
+    return out
+
+
 EXPERIMENT = Experiment(name="probes", summary="linear probe, projection classifier and Bayes accuracy on optimal-denoiser features "
                            "across noise, with unimodality verdicts",
          config=ProbesConfig(), run=run, plot=plot, quick=QUICK,
-         paper="P1 Fig. 3 (probe accuracy of the optimal denoiser)")
+         paper="P1 Fig. 3 (probe accuracy of the optimal denoiser)", claims=claims)
 
 SWEEPABLES = ()
