@@ -88,14 +88,14 @@ def bench_empirical(N, repeats):
     sig, sc = jnp.float32(0.5), jnp.float32(1.0)
     t = _timing.interleaved({
         "bare": lambda: _bare_chunked(train, x, chunk),
-        "empirical": lambda: _stream(train, x, sig, sc, chunk),
+        "empirical": lambda: _stream(train, None, x, sig, sc, chunk),
     }, repeats=repeats)
     frac = t["bare"] / t["empirical"]
     print(f"  empirical (B={B}, n={n}, N={N}, chunk={chunk}): matmul fraction {frac:.2f}", flush=True)
     mem = {}
     for NN in (10_000, 100_000, 1_000_000):
         spec = jax.ShapeDtypeStruct((NN, n), jnp.float32)
-        comp = _stream.lower(spec, jax.ShapeDtypeStruct((B, n), jnp.float32),
+        comp = _stream.lower(spec, None, jax.ShapeDtypeStruct((B, n), jnp.float32),
                              jax.ShapeDtypeStruct((), jnp.float32),
                              jax.ShapeDtypeStruct((), jnp.float32), chunk_size=chunk).compile()
         mem[NN] = comp.memory_analysis().temp_size_in_bytes

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from molrg._validate import check_positive, fail, is_concrete
+from molrg._validate import check_int, check_key, check_positive, check_real, fail, is_concrete
 
 Array = jax.Array
 
@@ -74,10 +74,12 @@ class MoLRG:
         bases_t = _as_bases(bases)
         K = len(bases_t)
         n = int(bases_t[0].shape[0])
-        dims = tuple(int(b.shape[1]) for b in bases_t)
         dtype = _float_dtype(*bases_t)
         bases_t = tuple(jnp.asarray(b, dtype) for b in bases_t)
 
+        for name, value in (("weights", weights), ("delta", delta), ("noise", noise), ("means", means)):
+            if value is not None:
+                check_real(name, value, allow_bool=False)
         if weights is None:
             weights = jnp.full((K,), 1.0 / K, dtype)
         elif np.shape(weights) != (K,):
@@ -183,24 +185,30 @@ class MoLRG:
         return np.repeat(np.arange(self.K), self.dims)
 
     def __repr__(self) -> str:
-        means = "None" if self.means is None else f"({self.K}, {self.n})"
-        return (f"MoLRG(n={self.n}, K={self.K}, dims={self.dims}, structure={self.structure!r}, "
-                f"delta={_fmt(self.delta)}, noise={_fmt(self.noise)}, means={means})")
+        means = "None" if self.means is None else f"<({self.K}, {self.n}) array>"
+        if is_concrete(self.weights):
+            shown = ", ".join(f"{float(w):.4g}" for w in np.asarray(self.weights)[:8])
+            weights = f"({shown}{', ...' if self.K > 8 else ''})"
+        else:
+            weights = "<traced>"
+        return (f"MoLRG(n={self.n}, K={self.K}, dims={self.dims}, weights={weights}, "
+                f"delta={_fmt(self.delta)}, noise={_fmt(self.noise)}, means={means}, "
+                f"structure={self.structure!r}, dtype={np.dtype(self.dtype).name})")
 
     # -- sampling ---------------------------------------------------------------------
     def sample(self, key: Array, num: int) -> tuple[Array, Array]:
         """Draws ``num`` samples.
 
         Args:
-          key: a PRNG key.
+          key: a PRNG key: ``jax.random.key(seed)`` or a legacy uint32 ``(2,)`` key.
           num: number of samples (static).
 
         Returns:
           ``(x0, labels)`` with shapes ``(num, n)`` and ``(num,)`` (int32).
         """
-        if not isinstance(num, (int, np.integer)) or num < 1:
-            fail("num", f"must be a positive integer; got {num!r}")
-        return _sample_jit(self, key, int(num))
+        check_key("key", key)
+        num = check_int("num", num)
+        return _sample_jit(self, key, num)
 
 
 def _fmt(v) -> str:
@@ -213,6 +221,7 @@ def _as_bases(bases) -> tuple:
             fail("bases", "must hold at least one class basis")
         out = tuple(bases)
     else:
+        check_real("bases", bases, allow_bool=False)
         arr = bases
         if np.ndim(arr) != 3:
             fail("bases", f"must be a (K, n, d) array or a list of (n, d_k) arrays; got shape {np.shape(arr)}")
@@ -221,6 +230,7 @@ def _as_bases(bases) -> tuple:
         out = tuple(arr[k] for k in range(np.shape(arr)[0]))
     n = None
     for k, b in enumerate(out):
+        check_real(f"bases (class {k})", b, allow_bool=False)
         shape = np.shape(b)
         if len(shape) != 2:
             fail("bases", f"class {k} basis must be 2-D (n, d_k); got shape {shape}")
@@ -352,6 +362,19 @@ _sample_jit = jax.jit(_sample, static_argnums=2)
 # --------------------------------------------------------------------------------------
 # Constructors.
 # --------------------------------------------------------------------------------------
+def _check_float_dtype(dtype):
+    """A floating dtype (default: JAX's default float); complex would make complex bases."""
+    if dtype is None:
+        return jnp.zeros((), dtype=float).dtype
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+        fail("dtype", f"must be a real floating dtype such as jnp.float32; got {dtype!r}")
+    return dt
+
+
 def _random_orthonormal(key, n, d, dtype):
     q, r = jnp.linalg.qr(jax.random.normal(key, (n, d), dtype))
     return q * jnp.sign(jnp.diagonal(r))[None, :]
@@ -378,12 +401,17 @@ def random_molrg(key: Array, *, n: int, K: int, d: int | Sequence[int], delta: f
     ``U_k^T U_l = cos^2(theta') I`` and all principal angles equal ``theta`` when
     ``cos(theta) = cos^2(theta')``. Needs ``n >= d (K + 1)``.
     """
-    dtype = dtype or jnp.zeros((), dtype=float).dtype
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        fail("n", f"must be a positive integer; got {n!r}")
-    if not isinstance(K, (int, np.integer)) or K < 1:
-        fail("K", f"must be a positive integer; got {K!r}")
-    dims = (int(d),) * K if np.ndim(d) == 0 else tuple(int(v) for v in d)
+    check_key("key", key)
+    dtype = _check_float_dtype(dtype)
+    n = check_int("n", n)
+    K = check_int("K", K)
+    if isinstance(d, (list, tuple)):
+        dims = tuple(check_int("d", v, lo=None) for v in d)
+    else:
+        arr = np.asarray(d)
+        if arr.dtype.kind not in "iu" or arr.ndim > 1:
+            fail("d", f"must be an integer or a sequence of integers, one per class; got {d!r}")
+        dims = (int(arr),) * K if arr.ndim == 0 else tuple(int(v) for v in arr)
     if len(dims) != K:
         fail("d", f"must be an int or have one entry per class (K = {K}); got {len(dims)}")
     if min(dims) < 1:
@@ -398,7 +426,8 @@ def random_molrg(key: Array, *, n: int, K: int, d: int | Sequence[int], delta: f
         return MoLRG(bases, weights=weights, delta=delta, noise=noise, means=means,
                      structure="orthogonal")
     else:
-        if not (0.0 < float(angle) <= 90.0):
+        check_real("angle", angle, allow_bool=False)
+        if np.ndim(angle) != 0 or not (0.0 < float(angle) <= 90.0):
             fail("angle", f"must be in (0, 90] degrees; got {angle!r}")
         if len(set(dims)) != 1:
             fail("angle", "needs equal subspace dimensions d for every class")
@@ -418,7 +447,10 @@ def separated_means(key: Array, *, n: int, K: int, radius: float, dtype=None) ->
 
     Used for P1's "well-separated clusters" relaxation.
     """
-    dtype = dtype or jnp.zeros((), dtype=float).dtype
+    check_key("key", key)
+    dtype = _check_float_dtype(dtype)
+    n = check_int("n", n)
+    K = check_int("K", K)
     if K > n:
         fail("K", f"pairwise orthogonal means need K <= n; got K = {K}, n = {n}")
     check_positive("radius", radius)

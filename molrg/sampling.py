@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from molrg._validate import as_float, check_finite, check_positive, fail, is_concrete
+from molrg._validate import as_float, check_finite, check_key, check_positive, fail, is_concrete
 from molrg.schedules import DDPMLinear, edm_sigmas
 
 Array = jax.Array
@@ -383,7 +383,8 @@ def draw_noises(key: Array, num: int, n: int, num_steps: int, *, init_std=1.0,
     """The starting points and per-step noise of a sampler, from one key.
 
     Args:
-      key: a PRNG key (consumed by one draw of shape ``(num_steps + 1, num, n)``).
+      key: a PRNG key, ``jax.random.key(seed)`` or a legacy uint32 ``(2,)`` key (consumed by
+        one draw of shape ``(num_steps + 1, num, n)``).
       num: number of samples B.
       n: ambient dimension.
       num_steps: number of sampler steps (0 for the ODE solvers).
@@ -395,6 +396,7 @@ def draw_noises(key: Array, num: int, n: int, num_steps: int, *, init_std=1.0,
       ``(x_init, noises)``: ``(num, n)`` ``init_std * N(0, I)`` and ``(num_steps, num, n)``
       standard normal draws.
     """
+    check_key("key", key)
     for name, value, lo in (("num", num, 1), ("n", n, 1), ("num_steps", num_steps, 0)):
         if not isinstance(value, (int, np.integer)) or value < lo:
             fail(name, f"must be an integer >= {lo}; got {value!r}")
