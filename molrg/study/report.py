@@ -4,6 +4,7 @@ figures) and ``checks.json``, both written atomically into the figure folder."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 
 from molrg.study.claims import format_measured, summary
@@ -18,9 +19,16 @@ def write_checks(claims, path: str) -> None:
 
 
 def write_report(claims, ran, fig_dir: str, *, quick: bool, seconds: float) -> str:
-    """``fig_dir/REPORT.md``; ``ran`` is a list of ``(experiment, results_dir, seconds)``."""
+    """``fig_dir/REPORT.md``; ``ran`` is a list of ``(experiment, results_dir, seconds)`` or
+    ``(experiment, results_dir, seconds, figure_paths)``.
+
+    With ``figure_paths`` (what the experiment's ``plot`` returned) the report shows exactly
+    those PNGs; without, the PNGs in ``fig_dir`` whose names start with the experiment's name.
+    Quick figures carry the mark of :func:`molrg.study.plotting.mark_quick`.
+    """
     prov = provenance()
-    scale = "quick (smoke-test scale; not the committed results)" if quick else "full"
+    scale = ("quick (smoke-test scale; not the committed results; every figure is marked QUICK)" if quick
+             else "full")
     lines = ["# molrg report" + (" (quick)" if quick else ""), "",
              f"Generated {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} "
              f"by `molrg reproduce{' --quick' if quick else ''}` in {seconds:.0f} s, scale: {scale} "
@@ -32,16 +40,22 @@ def write_report(claims, ran, fig_dir: str, *, quick: bool, seconds: float) -> s
         lines.append(f"| **{c.verdict}** | `{c.name}`: {c.statement}{fig} | {format_measured(c.measured)} "
                      f"| {c.tolerance} |")
     lines += ["", "## Experiments", ""]
-    for exp, path, dt in ran:
+    for exp, path, dt, *figures in ran:
         res = load_results(path)
         lines += [f"### {exp.name}" + (f" — {exp.paper}" if exp.paper else ""), "", exp.summary + ".", "",
                   f"Results: `{os.path.relpath(path, os.path.dirname(fig_dir))}` ({dt:.0f} s).", ""]
         text = res["scalars"].get("summary")
         if text:
             lines += [text, ""]
-        for f in sorted(os.listdir(fig_dir)):
-            if f.startswith(exp.name) and f.endswith(".png"):
-                lines.append(f"![{f}]({f})")
+        listed = os.path.join(path, "figures.json")
+        if not figures and os.path.exists(listed):  # what run_experiment drew
+            with open(listed) as fh:
+                figures = [json.load(fh)]
+        if figures:
+            pngs = [os.path.basename(f) for f in figures[0] if f.endswith(".png")]
+        else:
+            pngs = [f for f in sorted(os.listdir(fig_dir)) if f.startswith(exp.name) and f.endswith(".png")]
+        lines += [f"![{f}]({f})" for f in pngs]
         lines.append("")
     path = os.path.join(fig_dir, "REPORT.md")
     with atomic_write(path) as fh:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -50,6 +54,46 @@ def jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj):
         return str(obj)
     return obj
+
+
+def check_writable_dir(path: str, name: str) -> str:
+    """``path`` as an absolute folder molrg can create and write in, checked before any work.
+
+    Creates nothing: the nearest existing folder on the way to ``path`` must be a folder
+    (not a file) in which a temporary file can be made.
+
+    Args:
+      path: the folder (it need not exist yet).
+      name: the argument it came from (``--out``), named in the error.
+
+    Returns:
+      The absolute path.
+
+    Raises:
+      ValueError: ``path`` or one of its parents is a file, or the folder is not writable.
+    """
+    full = os.path.abspath(os.fspath(path))
+    probe = full
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == full else f"lies under the file {probe!r}"
+        raise ValueError(f"{name}: {os.fspath(path)!r} must be a folder; it {what}")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot write in {probe!r} ({exc.strerror or exc})") from None
+    return full
+
+
+def check_writable_file(path: str, name: str) -> str:
+    """``path`` as an absolute file path whose folder :func:`check_writable_dir` accepts."""
+    full = os.path.abspath(os.fspath(path))
+    if os.path.isdir(full):
+        raise ValueError(f"{name}: {os.fspath(path)!r} is a folder; expected a file name")
+    check_writable_dir(os.path.dirname(full), name)
+    return full
 
 
 def write_json_atomic(path: str, payload, *, fsync: bool = True) -> None:
@@ -119,8 +163,69 @@ def git_revision() -> str | None:
         return None
 
 
+#: The pinned environment: ``make`` builds ``.venv`` with ``pip install -c constraints.txt``, the
+#: exact versions the README's numbers were measured with (``make upgrade-env`` rewrites it).
+CONSTRAINTS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "constraints.txt")
+
+
+def _dist_name(name: str) -> str:
+    """A distribution name in PEP 503 normal form (``ml_dtypes`` and ``ML-Dtypes`` are one)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_constraints(path: str) -> dict[str, str]:
+    """The ``name==version`` pins of a constraints file, as ``{normalised name: version}``."""
+    pins = {}
+    with open(path) as fh:
+        for line in fh:
+            line = line.split("#", 1)[0].strip()
+            if "==" in line:
+                name, version = line.split("==", 1)
+                pins[_dist_name(name.split("[", 1)[0].strip())] = version.split(";", 1)[0].strip()
+    return pins
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_versions() -> dict[str, str]:
+    """``{normalised name: version}`` of every installed distribution (the first on sys.path
+    wins, as for imports). Cached: scanning them costs ~0.1 s, and a process's environment
+    does not change under it."""
+    import importlib.metadata
+
+    installed: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            installed.setdefault(_dist_name(name), dist.version)
+    return installed
+
+
+def constraints_record(path: str | None = None) -> dict | None:
+    """The pinned environment a result was computed in, or None without a constraints file.
+
+    Returns ``{"file", "sha256", "pinned", "differs"}``: the file's name and SHA-256, how many
+    packages it pins, and ``{name: {"pinned", "installed"}}`` for every pinned package
+    installed at another version (empty when this environment is the pinned one; packages
+    pinned but not installed, such as the docs tools in a test environment, are not listed).
+    None when ``path`` (default :data:`CONSTRAINTS_FILE`, the checkout's) does not exist, as
+    for an installed wheel.
+    """
+    path = path or CONSTRAINTS_FILE
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+    pins = read_constraints(path)
+    installed = _installed_versions()
+    differs = {name: {"pinned": version, "installed": installed[name]} for name, version in pins.items()
+               if name in installed and installed[name] != version}
+    return {"file": os.path.basename(path), "sha256": digest, "pinned": len(pins), "differs": differs}
+
+
 def provenance() -> dict:
-    """What produced a result: versions, git revision, devices, precision, platform, argv."""
+    """What produced a result: versions, git revision, devices, precision, platform, argv, and
+    the pinned environment (:func:`constraints_record`)."""
     import jax
     import matplotlib
     import optax
@@ -140,6 +245,7 @@ def provenance() -> dict:
         "x64": bool(jax.config.jax_enable_x64),
         "platform": platform.platform(),
         "argv": sys.argv,
+        "constraints": constraints_record(),
     }
 
 
@@ -151,7 +257,7 @@ def save_figure(fig, fig_dir: str, stem: str) -> list[str]:
     for ext in ("png", "pdf"):
         path = os.path.join(fig_dir, f"{stem}.{ext}")
         with atomic_write(path, "wb", fsync=False) as fh:
-            fig.savefig(fh, dpi=150, bbox_inches="tight", format=ext)
+            fig.savefig(fh, dpi=150, bbox_inches="tight", pad_inches=0.02, format=ext)
         paths.append(path)
     plt.close(fig)
     return paths
