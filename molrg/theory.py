@@ -41,20 +41,28 @@ The peak of a curve (:func:`peak_sigma`, :func:`approx_peak_sigma`,
 padded so that one compiled program serves a study): :func:`exact_snr_curve`,
 :func:`approx_snr_curve`, :func:`closed_form_curves`, and P1's reference settings
 :data:`P1_SETTINGS`.
+
+Beyond Assumption 1 (overlapping subspaces, unequal ranks or weights, means, ambient
+noise): :func:`snr_curve` and :func:`peak` are the one entry point for any mixture
+:class:`molrg.MoLRG` can sample. They use the quadrature where :func:`assumption_1` holds
+and otherwise the exact denoiser on Monte Carlo samples (:func:`monte_carlo_snr`), with
+standard errors.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
-from molrg import peaks
+from molrg import metrics, peaks
+from molrg.mixture import MoLRG
+from molrg.posterior import denoise
 
 Array = jax.Array
 
@@ -83,6 +91,12 @@ __all__ = [
     "exact_snr_curve",
     "approx_snr_curve",
     "closed_form_curves",
+    "SNRCurve",
+    "SNRPeak",
+    "assumption_1",
+    "monte_carlo_snr",
+    "snr_curve",
+    "peak",
 ]
 
 
@@ -964,3 +978,399 @@ def closed_form_curves(sigmas: Any, *, d: int, K: int, delta: float,
 def approx_snr_curve(sigmas: Any, *, d: int, K: int, delta: float, pad: int | None = None) -> np.ndarray:
     """Theorem 1's SNR at ``sigmas``, NumPy in and out: :func:`closed_form_curves`' ``approx_snr``."""
     return closed_form_curves(sigmas, d=d, K=K, delta=delta, pad=pad)["approx_snr"]
+
+
+# --------------------------------------------------------------------------------------
+# Any mixture molrg can sample: the exact SNR curve and its peak, one entry point each.
+#
+# Under Assumption 1 the quadrature above is exact and deterministic. Anything else
+# (overlapping subspaces, unequal ranks or weights, means, ambient noise, delta >= 1) has
+# no reduction to a few chi-squares, so the exact denoiser (molrg.denoise) is scored on
+# samples of the mixture itself (molrg.metrics.snr_per_class, delta-method errors).
+
+_METHODS = ("auto", "quadrature", "monte_carlo")
+_UNIFORM_TOL = 1e-6  # |K pi_k - 1| below this counts as uniform (float32 rounds 1/3 to ~3e-8)
+
+# x0, labels and eps from ONE normal array: one threefry program per model shape
+# (metrics._draw_noisy explains why that matters for compile time on CPU).
+_draw = jax.jit(metrics._draw_noisy, static_argnums=2)
+
+
+class SNRCurve(NamedTuple):
+    """The exact SNR of the optimal denoiser on a grid of noise levels (:func:`snr_curve`).
+
+    Attributes:
+      sigma: ``(S,)`` noise levels (float64).
+      snr: ``(S,)`` SNR of P1 Definition 1 (docs/theory.md section 5), float64.
+      stderr: ``(S,)`` standard errors: the delta-method Monte Carlo error, or 0 for the
+        quadrature (deterministic; its numerical error, ~1e-12 relative in float64 and
+        ~4e-5 in float32, is not a statistical one and is not reported).
+      method: ``"quadrature"`` or ``"monte_carlo"``.
+    """
+
+    sigma: np.ndarray
+    snr: np.ndarray
+    stderr: np.ndarray
+    method: str
+
+
+class SNRPeak(NamedTuple):
+    """The noise level of the maximum of the exact SNR (:func:`peak`).
+
+    Attributes:
+      sigma: the peak ``sigma*`` (an end of the range when ``interior`` is False).
+      stderr: standard error of ``sigma*``: batch means for Monte Carlo, 0 for the
+        quadrature (deterministic, ~1e-8 relative), NaN when the maximum is at an end.
+      snr: the SNR at the peak (Monte Carlo: the best value of the refined grid).
+      interior: False when the maximum sits at an end of ``[lo, hi]``.
+      method: ``"quadrature"`` or ``"monte_carlo"``.
+    """
+
+    sigma: float
+    stderr: float
+    snr: float
+    interior: bool
+    method: str
+
+
+def _check_mixture(mix: Any, *, concrete: bool) -> None:
+    if not isinstance(mix, MoLRG):
+        _fail("mix", f"must be a molrg.MoLRG; got {type(mix).__name__}")
+    if mix.K < 2:
+        _fail("mix", f"must have K >= 2 classes (the SNR compares a class with the others); got K = {mix.K}")
+    if concrete and not _is_concrete(mix):
+        _fail("mix", "must hold concrete arrays here (a host-side function); under jit use monte_carlo_snr")
+
+
+def _assumption_1_violation(mix: MoLRG) -> str | None:
+    """Why ``mix`` is outside P1's Assumption 1, or None when it satisfies it (concrete mix)."""
+    if mix.structure != "orthogonal":
+        return "the subspaces are not mutually orthogonal"
+    if len(set(mix.dims)) != 1:
+        return f"the subspace dimensions differ, d = {mix.dims}"
+    w = np.asarray(mix.weights, np.float64)
+    if np.max(np.abs(mix.K * w - 1.0)) > _UNIFORM_TOL:
+        return f"the class weights are not uniform, pi = {np.round(w, 6).tolist()}"
+    if mix.means is not None and np.any(np.asarray(mix.means) != 0):
+        return "the class means are not zero"
+    if float(mix.noise) != 0.0:
+        return f"the ambient noise eta = {float(mix.noise):g} is not 0"
+    if not float(mix.delta) < 1.0:
+        return f"delta = {float(mix.delta):g} is not < 1"
+    return None
+
+
+def assumption_1(mix: MoLRG) -> dict[str, Any] | None:
+    """P1's Assumption 1 setting of ``mix`` (``dict(d=, K=, delta=)``), or None outside it.
+
+    Assumption 1 (docs/theory.md sections 2 and 3.2): mutually orthogonal subspaces
+    (``mix.structure == "orthogonal"``, detected by :class:`molrg.MoLRG`), one dimension d
+    for every class, uniform weights (``|K pi_k - 1| <= 1e-6``), zero means, no ambient
+    noise (``eta = 0``) and ``0 <= delta < 1``. There the exact SNR is the K-chi-square
+    expectation of :func:`exact_snr_quadrature`.
+
+    Args:
+      mix: a concrete :class:`molrg.MoLRG` with ``K >= 2``.
+
+    Returns:
+      ``{"d": int, "K": int, "delta": float}`` or None.
+    """
+    _check_mixture(mix, concrete=True)
+    if _assumption_1_violation(mix) is not None:
+        return None
+    return {"d": mix.dims[0], "K": mix.K, "delta": float(mix.delta)}
+
+
+def _pick(stats: metrics.SNRStats, pooled: bool) -> tuple[Array, Array]:
+    return (stats.pooled, stats.pooled_stderr) if pooled else (stats.snr, stats.snr_stderr)
+
+
+@functools.partial(jax.jit, static_argnames=("pooled", "num_groups", "batch_size"))
+def _snr_levels(mix, x0, labels, eps, sigmas, scales, *, pooled, num_groups, batch_size):
+    """SNR and stderr ``(S,)`` of the exact denoiser on fixed draws (and ``(S, G)`` per group).
+
+    The draws are the same at every level (common random numbers); ``lax.map`` with a
+    ``batch_size`` vmaps the levels in batches, so memory is ``O(batch_size N n)``.
+    """
+    n = mix.n
+    size = (x0.shape[0] // num_groups) * num_groups if num_groups else 0
+
+    def level(args):
+        sigma, scale = args
+        x_t = scale * (x0 + sigma * eps)
+        out = denoise(mix, x_t, sigma, scale)
+        value, se = _pick(metrics.snr_per_class(out, labels, mix), pooled)
+        if not num_groups:
+            return value, se
+        # Contiguous groups of i.i.d. draws are independent batches (for batch means).
+        groups = jax.vmap(lambda o, y: _pick(metrics.snr_per_class(o, y, mix), pooled)[0])(
+            out[:size].reshape(num_groups, -1, n), labels[:size].reshape(num_groups, -1))
+        return value, se, groups
+
+    return jax.lax.map(level, (sigmas, scales), batch_size=batch_size)
+
+
+def _check_level_shape(name: str, value: Any) -> None:
+    if np.ndim(value) > 1:
+        _fail(name, f"must be a scalar or a 1-D array of noise levels; got shape {np.shape(value)}")
+    if np.size(value) == 0:
+        _fail(name, "must hold at least one noise level")
+
+
+def _check_scales(scale: Any, num: int) -> None:
+    if np.shape(scale) not in ((), (num,)):
+        _fail("scale", f"must be a scalar or one value per sigma, shape ({num},); got shape {np.shape(scale)}")
+    _check_sigma(scale, "scale")
+
+
+def _check_class_counts(labels: Array, K: int, num_groups: int) -> None:
+    """Every class needs >= 2 draws (its ratio and its standard error), in every group."""
+    lab = np.asarray(labels)
+    rows = lab[None] if not num_groups else lab[:(lab.size // num_groups) * num_groups].reshape(num_groups, -1)
+    counts = np.stack([np.bincount(r, minlength=K) for r in rows])
+    if counts.min() < 2:
+        k = int(np.argmin(counts.min(axis=0)))
+        where = f" in one of the {num_groups} groups" if num_groups else ""
+        _fail("num_samples", f"too small for the class weights: class {k} drew {int(counts.min())} samples{where}; "
+              "every class needs >= 2 (its ratio and its standard error)")
+
+
+def monte_carlo_snr(
+    mix: MoLRG,
+    sigmas: Any,
+    *,
+    key: Array,
+    num_samples: int,
+    scale: Any = 1.0,
+    pooled: bool = False,
+    batch_size: int = 16,
+) -> tuple[Array, Array]:
+    """Exact SNR of the optimal denoiser of any mixture, by Monte Carlo (docs/theory.md sections 3, 5).
+
+        SNR(sigma) = (1/K) sum_k E[||P_k xh||^2 | k] / E[||xh - P_k xh||^2 | k],
+        xh = E[x_0 | x_t],   x_t = s (x_0 + sigma eps),   P_k = U_k U_k^T
+
+    (P1 Definition 1; with ``pooled`` the ratio ``sum_k pi_k E[.|k] / sum_k pi_k E[.|k]``).
+    ``num_samples`` draws of ``(x_0, k)`` from ``mix`` and as many noises ``eps`` are made
+    once and shared by every noise level (common random numbers: the curve is smooth in
+    sigma, and differences between levels are far more precise than the values); the
+    exact denoiser (:func:`molrg.denoise`) and :func:`molrg.metrics.snr_per_class` run in
+    one compiled program vmapped over the levels (in batches of ``batch_size``). Each
+    level's standard error is the delta-method one of :func:`molrg.metrics.snr_per_class`;
+    the errors of different levels are positively correlated. The SNR does not depend on
+    the scale ``s`` (the posterior is a function of ``x_t / s``); it is an argument so that
+    a schedule's levels can be checked as they are used.
+
+    Traceable: ``sigmas``, ``scale`` and the mixture's arrays may be traced (value checks
+    then skipped; a class without draws gives NaN). With concrete labels every class must
+    get >= 2 draws.
+
+    Args:
+      mix: the mixture (:class:`molrg.MoLRG`, ``K >= 2``).
+      sigmas: ``(S,)`` noise levels > 0 (or a scalar).
+      key: PRNG key (consumed once).
+      num_samples: draws ``N`` (static int >= 2); relative stderr ~ ``c / sqrt(N)``.
+      scale: signal scale ``s > 0``, a scalar or ``(S,)``.
+      pooled: the pooled ratio instead of the class mean of ratios (static).
+      batch_size: levels per vmapped batch (static int >= 1): memory ``O(batch_size N n)``.
+
+    Returns:
+      ``(snr, stderr)``, each ``(S,)`` in the mixture's dtype.
+
+    Example:
+      >>> mix = random_molrg(jax.random.key(0), n=30, K=2, d=3, angle=30.0, delta=0.1)
+      >>> snr, se = monte_carlo_snr(mix, jnp.logspace(-2, 1, 20), key=jax.random.key(1), num_samples=8192)
+    """
+    _check_mixture(mix, concrete=False)
+    _check_level_shape("sigmas", sigmas)
+    _check_sigma(sigmas, "sigmas")
+    num = int(np.size(sigmas))
+    _check_scales(scale, num)
+    num_samples = _check_static_int("num_samples", num_samples, 2, "Monte Carlo draws")
+    batch_size = _check_static_int("batch_size", batch_size, 1, "noise levels per vmapped batch")
+    if not isinstance(pooled, bool):
+        _fail("pooled", f"must be a bool; got {pooled!r}")
+    if key is None:
+        _fail("key", "must be a PRNG key (the Monte Carlo draws need one)")
+    dtype = mix.dtype
+    sig = jnp.asarray(sigmas, dtype).reshape(-1)
+    scales = jnp.broadcast_to(jnp.asarray(scale, dtype), sig.shape)
+    x0, labels, eps = _draw(mix, key, num_samples)
+    if _is_concrete(labels):
+        _check_class_counts(labels, mix.K, 0)
+    return _snr_levels(mix, x0, labels, eps, sig, scales, pooled=pooled, num_groups=0,
+                       batch_size=min(batch_size, num))
+
+
+def _check_method(method: Any, pooled: Any) -> None:
+    if method not in _METHODS:
+        _fail("method", f"must be one of {_METHODS}; got {method!r}")
+    if not isinstance(pooled, bool):
+        _fail("pooled", f"must be a bool; got {pooled!r}")
+
+
+def _use_quadrature(mix: MoLRG, method: str) -> bool:
+    violation = _assumption_1_violation(mix)
+    if method == "quadrature" and violation is not None:
+        _fail("method", "'quadrature' needs P1's Assumption 1 (orthogonal subspaces, equal d, uniform "
+              f"weights, zero means, eta = 0, delta < 1); here {violation}")
+    return method == "quadrature" or (method == "auto" and violation is None)
+
+
+def snr_curve(
+    mix: MoLRG,
+    sigmas: Any,
+    *,
+    key: Array | None = None,
+    num_samples: int = 2**14,
+    scale: Any = 1.0,
+    method: str = "auto",
+    pooled: bool = False,
+    batch_size: int = 16,
+) -> SNRCurve:
+    """The exact SNR curve of the optimal denoiser of any mixture, with its error.
+
+    The SNR of P1 Definition 1 (docs/theory.md section 5) of ``E[x_0 | x_t]`` for ``x_0 ~
+    mix``, at each noise level. Two methods (``method="auto"`` picks the first that applies):
+
+    - ``"quadrature"``: where :func:`assumption_1` holds (orthogonal subspaces, equal d,
+      uniform weights, zero means, ``eta = 0``, ``delta < 1``), the deterministic
+      :func:`exact_snr_quadrature` (~1e-12 relative in float64); ``stderr`` is 0.
+    - ``"monte_carlo"``: anywhere, :func:`monte_carlo_snr` (the exact denoiser on
+      ``num_samples`` draws shared by every level, one compiled program vmapped over sigma)
+      with delta-method standard errors.
+
+    Forcing ``method="monte_carlo"`` on an Assumption-1 mixture gives an independent check
+    of the quadrature. By symmetry the pooled and class-mean SNRs agree under Assumption 1,
+    so ``pooled`` only matters for Monte Carlo. Host-side: concrete inputs, NumPy out.
+
+    Args:
+      mix: a concrete :class:`molrg.MoLRG` with ``K >= 2``.
+      sigmas: ``(S,)`` noise levels > 0 (or a scalar).
+      key: PRNG key; needed only when Monte Carlo is used.
+      num_samples: Monte Carlo draws (int >= 2).
+      scale: signal scale ``s > 0``, scalar or ``(S,)`` (the SNR does not depend on it).
+      method: ``"auto"``, ``"quadrature"`` or ``"monte_carlo"``.
+      pooled: the pooled ratio instead of the class mean of ratios.
+      batch_size: Monte Carlo levels per vmapped batch (memory ``O(batch_size N n)``).
+
+    Returns:
+      :class:`SNRCurve` ``(sigma, snr, stderr, method)``, arrays ``(S,)`` float64.
+
+    Raises:
+      ValueError: a bad argument (named), ``method="quadrature"`` outside Assumption 1,
+        no ``key`` where Monte Carlo is needed, or too few draws for some class.
+
+    Example:
+      >>> mix = random_molrg(jax.random.key(0), n=30, K=2, d=(10, 2))
+      >>> curve = snr_curve(mix, np.geomspace(0.01, 10, 25), key=jax.random.key(1))
+    """
+    _check_mixture(mix, concrete=True)
+    _check_level_shape("sigmas", sigmas)
+    if not _is_concrete(sigmas):
+        _fail("sigmas", "must be concrete (snr_curve is host-side; under jit use monte_carlo_snr)")
+    sig = np.asarray(sigmas, np.float64).reshape(-1)
+    _check_sigma(sig, "sigmas")
+    _check_scales(scale, sig.size)
+    _check_static_int("num_samples", num_samples, 2, "Monte Carlo draws")
+    _check_static_int("batch_size", batch_size, 1, "noise levels per vmapped batch")
+    _check_method(method, pooled)
+    if _use_quadrature(mix, method):
+        snr = exact_snr_quadrature(jnp.asarray(sig, mix.dtype), d=mix.dims[0], K=mix.K, delta=mix.delta)
+        return SNRCurve(sig, np.asarray(snr, np.float64), np.zeros_like(sig), "quadrature")
+    if key is None:
+        _fail("key", "must be a PRNG key: this mixture needs the Monte Carlo method")
+    snr, se = monte_carlo_snr(mix, sig, key=key, num_samples=num_samples, scale=scale, pooled=pooled,
+                              batch_size=batch_size)
+    return SNRCurve(sig, np.asarray(snr, np.float64), np.asarray(se, np.float64), "monte_carlo")
+
+
+def peak(
+    mix: MoLRG,
+    *,
+    key: Array | None = None,
+    lo: float = 1e-3,
+    hi: float = 1e3,
+    num_samples: int = 2**14,
+    num_grid: int = 17,
+    num_groups: int = 16,
+    method: str = "auto",
+    pooled: bool = False,
+    batch_size: int = 16,
+) -> SNRPeak:
+    """Noise level ``sigma*`` of the maximum of the exact SNR of any mixture, with its error.
+
+    - ``"quadrature"`` (where :func:`assumption_1` holds): :func:`exact_peak_sigma_quadrature`,
+      a grid and golden-section search (:func:`molrg.peaks.golden_section_peak`) on the
+      deterministic quadrature, ~1e-8 relative; ``stderr`` is 0.
+    - ``"monte_carlo"``: a grid of ``num_grid`` points uniform in ``log sigma`` on
+      ``[lo, hi]`` (:func:`monte_carlo_snr`, common random numbers) brackets the maximum
+      (two grid steps); a second grid of ``num_grid`` points on the bracket, with fresh
+      draws, gives the peak as the vertex of the parabola through its best point and the
+      two neighbours (:func:`molrg.peaks.parabola_vertex`). The standard error is by batch
+      means (not from the curvature): the fresh draws are split into ``num_groups``
+      independent groups, the vertex is found for each group's curve, and
+      ``se(log sigma*) = std(group vertices) / sqrt(num_groups)``, ``se(sigma*) = sigma*
+      se(log sigma*)``. When the first grid's maximum is an end of the range, that end is
+      returned with ``interior=False`` and ``stderr = NaN``.
+
+    Args:
+      mix: a concrete :class:`molrg.MoLRG` with ``K >= 2``.
+      key: PRNG key; needed only when Monte Carlo is used (split for the two grids).
+      lo, hi: the search range, ``0 < lo < hi``.
+      num_samples: Monte Carlo draws per grid (int >= 2); every class needs >= 2 draws in
+        every group.
+      num_grid: points of each Monte Carlo grid (int >= 3).
+      num_groups: batches for the standard error (int >= 2).
+      method: ``"auto"``, ``"quadrature"`` or ``"monte_carlo"``.
+      pooled: the pooled ratio instead of the class mean of ratios.
+      batch_size: Monte Carlo levels per vmapped batch.
+
+    Returns:
+      :class:`SNRPeak` ``(sigma, stderr, snr, interior, method)``.
+
+    Example:
+      >>> mix = random_molrg(jax.random.key(0), n=30, K=2, d=3, weights=jnp.array([0.8, 0.2]), delta=0.2)
+      >>> peak(mix, key=jax.random.key(1), lo=1e-2, hi=10.0)
+    """
+    _check_mixture(mix, concrete=True)
+    if not _is_concrete((lo, hi)):
+        _fail("lo", "lo and hi must be concrete numbers (peak is host-side)")
+    _check_range(lo, hi)
+    num_samples = _check_static_int("num_samples", num_samples, 2, "Monte Carlo draws")
+    num_grid = _check_static_int("num_grid", num_grid, 3, "grid points: a vertex needs three")
+    num_groups = _check_static_int("num_groups", num_groups, 2, "batches for the standard error")
+    batch_size = _check_static_int("batch_size", batch_size, 1, "noise levels per vmapped batch")
+    _check_method(method, pooled)
+    lo, hi = float(lo), float(hi)
+    if _use_quadrature(mix, method):
+        sigma, value = exact_peak_sigma_quadrature(d=mix.dims[0], K=mix.K, delta=mix.delta, lo=lo, hi=hi)
+        sigma = float(sigma)
+        interior = not (math.isclose(sigma, lo, rel_tol=1e-9) or math.isclose(sigma, hi, rel_tol=1e-9))
+        return SNRPeak(sigma, 0.0, float(value), interior, "quadrature")
+    if key is None:
+        _fail("key", "must be a PRNG key: this mixture needs the Monte Carlo method")
+    dtype = mix.dtype
+    batch = min(batch_size, num_grid)
+    key_coarse, key_fine = jax.random.split(key)
+
+    def levels(k, t, groups):
+        x0, labels, eps = _draw(mix, k, num_samples)
+        _check_class_counts(labels, mix.K, groups)
+        sig = jnp.asarray(np.exp(t), dtype)
+        return _snr_levels(mix, x0, labels, eps, sig, jnp.ones_like(sig), pooled=pooled, num_groups=groups,
+                           batch_size=batch)
+
+    coarse = np.linspace(math.log(lo), math.log(hi), num_grid)
+    snr_coarse = np.asarray(levels(key_coarse, coarse, 0)[0], np.float64)
+    i = int(np.argmax(snr_coarse))
+    if i in (0, num_grid - 1):
+        return SNRPeak(float(np.exp(coarse[i])), math.nan, float(snr_coarse[i]), False, "monte_carlo")
+    fine = np.linspace(coarse[i - 1], coarse[i + 1], num_grid)
+    snr_fine, _, groups = levels(key_fine, fine, num_groups)
+    t = jnp.asarray(fine, dtype)
+    t_star = float(peaks.parabola_vertex(t, snr_fine))
+    t_groups = np.asarray(jax.vmap(lambda y: peaks.parabola_vertex(t, y))(groups.T), np.float64)
+    se_t = float(np.std(t_groups, ddof=1) / math.sqrt(num_groups))
+    sigma = math.exp(t_star)
+    return SNRPeak(sigma, sigma * se_t, float(jnp.max(snr_fine)), True, "monte_carlo")

@@ -13,10 +13,10 @@ from __future__ import annotations
 from molrg import study
 from molrg.experiments import (approximation, demo, fig3_trained, geometry, mechanism, memorization,
                                mlp_memorization, optimal_snr, peak_map, phase_transition, probes,
-                               relaxations)
+                               real_digits, relaxations)
 
 MODULES = (demo, mechanism, approximation, geometry, relaxations, peak_map, probes, fig3_trained,
-           phase_transition, memorization, mlp_memorization, optimal_snr)
+           phase_transition, memorization, mlp_memorization, real_digits, optimal_snr)
 
 EXPERIMENTS: dict[str, study.Experiment] = {
     m.EXPERIMENT.name: m.EXPERIMENT for m in MODULES if m.EXPERIMENT is not None}

@@ -33,7 +33,7 @@ import molrg
 from molrg import peaks, theory
 from molrg.metrics import sampled_snr
 from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
-from molrg.study.plotting import plain_log_ticks
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style, plain_log_ticks
 
 _PANELS = ("n", "d", "K", "delta")
 # What the claim reads of compare() in each of its settings.
@@ -43,21 +43,21 @@ _CLAIM_KEYS = ("approx_local_maxima", "exact_local_maxima", "exact_peak_sigma", 
 
 @dataclasses.dataclass(frozen=True)
 class ApproximationConfig:
-    n: int = 100
-    d: int = 5
-    K: int = 10
-    delta: float = 0.3
-    ns: tuple[int, ...] = (50, 100, 200)
-    ds: tuple[int, ...] = (3, 5, 10)
-    Ks: tuple[int, ...] = (3, 5, 10)
-    deltas: tuple[float, ...] = (0.1, 0.3, 0.5)
-    sigma_min: float = 1e-3
-    sigma_max: float = 100.0
-    num_sigmas: int = 128
+    n: int = 100  # ambient dimension (the panels' default)
+    d: int = 5  # dimension of each class's subspace (default)
+    K: int = 10  # number of classes (default)
+    delta: float = 0.3  # scale of the class-irrelevant detail (default)
+    ns: tuple[int, ...] = (50, 100, 200)  # n values of the n panel (checked by sampling)
+    ds: tuple[int, ...] = (3, 5, 10)  # d values of the d panel
+    Ks: tuple[int, ...] = (3, 5, 10)  # K values of the K panel
+    deltas: tuple[float, ...] = (0.1, 0.3, 0.5)  # delta values of the delta panel
+    sigma_min: float = 1e-3  # smallest noise level of the curves' grid
+    sigma_max: float = 100.0  # largest noise level of the curves' grid
+    num_sigmas: int = 128  # log-spaced noise levels of the curves' grid
     num_samples: int = 2400  # n-dim model samples per noise level (n panel), as in P1
     sampled_sigmas: int = 12  # noise levels of the sampled check, log-spaced in [0.01, 10]
     peak_settings: tuple[str, ...] = ("paper", "fig14")  # P1 settings (theory.P1_SETTINGS) of the claim
-    seed: int = 0
+    seed: int = 0  # PRNG seed of the sampled n-panel check
 
     def curves(self) -> list[dict]:
         """One dict (panel, value, n, d, K, delta) per curve."""
@@ -223,67 +223,91 @@ def run(cfg: ApproximationConfig, verbose: bool = True) -> Results:
 
 _TITLES = {"n": "ambient dimension $n$", "d": "subspace dimension $d$", "K": "number of classes $K$",
            "delta": r"detail level $\delta$"}
+_SYMBOLS = {"n": "n", "d": "d", "K": "K", "delta": r"$\delta$"}
+"""How the figures name each panel's parameter."""
 
 
 def plot(results_dir: str, fig_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
     res = load_results(results_dir)
     cfg = res["manifest"]["config"]
     peak_rows, dense, samp = (res["tables"][k] for k in ("approximation_peaks", "approximation_curves",
                                                      "approximation_sampled"))
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.3))
-    for ax, panel in zip(axes, _PANELS):
-        rows = [r for r in peak_rows if r["panel"] == panel]
-        for i, pk in enumerate(rows):
-            v = pk["value"]
-            cur = [r for r in dense if r["panel"] == panel and r["value"] == v]
-            s = np.array([r["sigma"] for r in cur])
-            color = f"C{i}"
-            vs = f"{int(v)}" if panel != "delta" else f"{v:g}"
-            ax.plot(s, [r["exact_snr"] for r in cur], "-", color=color, lw=1.8,
-                    label=f"{panel}={vs}: exact" if panel != "n" else "exact (every n)" if i == 0 else None)
-            if panel != "n" or i == 0:
-                ax.plot(s, [r["approx_snr"] for r in cur], "--", color=color, lw=1.4,
-                        label=f"{panel}={vs}: Theorem 1" if panel != "n" else "Theorem 1 (every n)")
-                ax.plot(pk["exact_peak_sigma"], pk["exact_peak_snr"], "o", color=color, ms=5)
-                ax.plot(pk["approx_peak_sigma"], pk["approx_peak_snr"], "^", color=color, ms=6, mfc="white")
+    with paper_style():
+        # Four panels in a 2 x 2 grid: a 1 x 4 row at full width would leave each panel too
+        # narrow for its legend. Constrained layout keeps the suptitle clear of the panel titles.
+        fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, 5.6), layout="constrained")
+        for ax, panel in zip(axes.flat, _PANELS):
+            rows = [r for r in peak_rows if r["panel"] == panel]
+            handles = []
+            for i, pk in enumerate(rows):
+                v = pk["value"]
+                cur = [r for r in dense if r["panel"] == panel and r["value"] == v]
+                s = np.array([r["sigma"] for r in cur])
+                color = f"C{i}"
+                vs = f"{int(v)}" if panel != "delta" else f"{v:g}"
+                line, = ax.plot(s, [r["exact_snr"] for r in cur], "-", color=color, lw=1.5)
+                if panel != "n" or i == 0:
+                    ax.plot(s, [r["approx_snr"] for r in cur], "--", color=color, lw=1.2)
+                    ax.plot(pk["exact_peak_sigma"], pk["exact_peak_snr"], "o", color=color, ms=4)
+                    ax.plot(pk["approx_peak_sigma"], pk["approx_peak_snr"], "^", color=color, ms=5, mfc="white")
+                if panel != "n":
+                    # One entry per value: the line styles (solid exact, dashed Theorem 1) are
+                    # told once, in the suptitle.
+                    handles.append(Line2D([], [], color=color, lw=1.5, label=f"{_SYMBOLS[panel]}={vs}"))
+                else:
+                    pts = [r for r in samp if r["n"] == v]
+                    jitter = 1.0 + 0.04 * (i - 1)  # side by side, so the error bars stay readable
+                    ax.errorbar(np.array([r["sigma"] for r in pts]) * jitter, [r["snr"] for r in pts],
+                                yerr=[r["snr_se"] for r in pts], fmt="o", ms=3, color=f"C{i + 1}", mfc="white",
+                                capsize=1.5, label=f"n={vs}: sampled")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            plain_log_ticks(ax)
+            ax.set_xlabel(r"noise level $\sigma$")
+            if panel in ("n", "K"):
+                ax.set_ylabel("SNR of the optimal denoiser")
+            fixed = ", ".join(f"{_SYMBOLS[k]}={cfg[k]}" for k in _PANELS if k != panel)
+            title = f"varying {_TITLES[panel]}\n({fixed})"
+            # Room under the lowest curve for a one-row legend, so it covers no data.
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo / 3.0, hi)
             if panel == "n":
-                pts = [r for r in samp if r["n"] == v]
-                jitter = 1.0 + 0.04 * (i - 1)  # side by side, so the error bars stay readable
-                ax.errorbar(np.array([r["sigma"] for r in pts]) * jitter, [r["snr"] for r in pts],
-                            yerr=[r["snr_se"] for r in pts], fmt="o", ms=3.5, color=f"C{i + 1}", mfc="white",
-                            capsize=1.5, label=f"n={vs}: sampled ({cfg['num_samples']:,}/level, $\\pm$1 s.e.)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        plain_log_ticks(ax)
-        ax.set_xlabel(r"noise level $\sigma$")
-        if panel == "n":
-            ax.set_ylabel("SNR of the optimal denoiser")
-        fixed = ", ".join(f"{k}={cfg[k]}" for k in _PANELS if k != panel)
-        ax.set_title(f"varying {_TITLES[panel]}\n({fixed})", fontsize=9)
-        ax.legend(fontsize=6.5, loc="lower left")
-    fig.suptitle("Theorem 1 (dashed, triangles: its peak) vs exact SNR (solid, circles: its peak)", fontsize=10)
-    fig.tight_layout()
-    paths = save_figure(fig, fig_dir, "approximation")
+                title += f"; points: {cfg['num_samples']:,} draws/level, $\\pm$1 s.e."
+                styles = [Line2D([], [], color="C0", lw=1.5, label="exact (every n)"),
+                          Line2D([], [], color="C0", lw=1.2, ls="--", label="Theorem 1 (every n)")]
+                h, _ = ax.get_legend_handles_labels()
+                ax.legend(handles=styles + h, loc="lower left", ncol=2, handlelength=1.6, columnspacing=0.8,
+                          labelspacing=0.2)
+            else:
+                ax.legend(handles=handles, loc="lower left", ncol=len(handles), handlelength=1.6,
+                          columnspacing=0.8)
+            ax.set_title(title)
+        fig.suptitle("Theorem 1 (dashed, triangles: its peak) vs exact SNR (solid, circles: its peak)")
+        mark_quick(fig, res)
+        paths = save_figure(fig, fig_dir, "approximation")
 
-    # The gap, curve by curve.
-    others = [r for r in peak_rows if r["panel"] != "n"]
-    labels = [f"{r['panel']}={int(r['value']) if r['panel'] != 'delta' else r['value']:g}" for r in others]
-    x = np.arange(len(others))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
-    a.bar(x, [r["peak_ratio"] for r in others], color=[f"C{_PANELS.index(r['panel'])}" for r in others])
-    a.axhline(1.0, color="k", lw=0.8)
-    a.set_xticks(x, labels, rotation=45, fontsize=8)
-    a.set_ylabel(r"peak location $\sigma^*_{approx}/\sigma^*_{exact}$")
-    a.set_title("where Theorem 1 puts the peak", fontsize=9)
-    b.bar(x, [100 * r["rel_error_at_exact_peak"] for r in others],
-          color=[f"C{_PANELS.index(r['panel'])}" for r in others])
-    b.axhline(0.0, color="k", lw=0.8)
-    b.set_xticks(x, labels, rotation=45, fontsize=8)
-    b.set_ylabel(r"relative error at $\sigma^*_{exact}$ (%)")
-    b.set_title("Theorem 1's error at the exact peak", fontsize=9)
-    fig.tight_layout()
-    return paths + save_figure(fig, fig_dir, "approximation_gap")
+        # The gap, curve by curve.
+        others = [r for r in peak_rows if r["panel"] != "n"]
+        labels = [f"{_SYMBOLS[r['panel']]}={int(r['value']) if r['panel'] != 'delta' else r['value']:g}"
+                  for r in others]
+        x = np.arange(len(others))
+        fig, (a, b) = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.7), layout="constrained")
+        a.bar(x, [r["peak_ratio"] for r in others], color=[f"C{_PANELS.index(r['panel'])}" for r in others])
+        a.axhline(1.0, color="k", lw=0.8)
+        a.set_xticks(x, labels, rotation=45)
+        a.set_ylabel(r"peak location: approx. $\sigma^*$ / exact $\sigma^*$")
+        a.set_title("where Theorem 1 puts the peak")
+        b.bar(x, [100 * r["rel_error_at_exact_peak"] for r in others],
+              color=[f"C{_PANELS.index(r['panel'])}" for r in others])
+        b.axhline(0.0, color="k", lw=0.8)
+        b.set_xticks(x, labels, rotation=45)
+        b.set_ylabel(r"relative error at the exact $\sigma^*$ (%)")
+        b.set_title("Theorem 1's error at the exact peak")
+        mark_quick(fig, res)
+        return paths + save_figure(fig, fig_dir, "approximation_gap")
 
 
 def _decade(x: float) -> str:

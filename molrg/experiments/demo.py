@@ -15,18 +15,19 @@ import numpy as np
 
 import molrg
 from molrg.study import Experiment, Progress, Results, load_results, save_figure
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style, plain_log_ticks
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    n: int = 50
-    K: int = 3
-    d: int = 5
-    delta: float = 0.2
-    num_train: int = 2000
-    num_test: int = 4000
-    sigmas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    seed: int = 0
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    num_train: int = 2000  # training samples the memorising (empirical) denoiser is built on
+    num_test: int = 4000  # fresh test samples per noise level
+    sigmas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # noise levels
+    seed: int = 0  # PRNG seed of the mixture, the data and the noise
 
     def validate(self):
         if self.d * self.K > self.n:
@@ -66,21 +67,25 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     res = load_results(results_dir)
     rows = res["tables"]["demo"]
     s = np.array([r["sigma"] for r in rows])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.loglog(s, [r["mse_exact"] for r in rows], "o-", label="exact optimal denoiser")
-    a.loglog(s, [r["mse_empirical"] for r in rows], "s--", label=f"empirical (N={res['manifest']['config']['num_train']})")
-    a.loglog(s, [r["mse_identity"] for r in rows], ":", color="gray", label="identity (no denoising)")
-    a.set_xlabel(r"noise level $\sigma$")
-    a.set_ylabel(r"MSE  $E\|\hat x_0 - x_0\|^2$")
-    a.legend(fontsize=8)
-    a.set_title("denoising error")
-    b.semilogx(s, [r["bayes_accuracy"] for r in rows], "o-")
-    b.set_xlabel(r"noise level $\sigma$")
-    b.set_ylabel(r"accuracy of $\arg\max_k p(k\,|\,x_t)$")
-    b.set_ylim(0, 1.02)
-    b.set_title("Bayes classifier")
-    fig.tight_layout()
-    return save_figure(fig, fig_dir, "demo")
+    with paper_style():
+        fig, (a, b) = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.6), layout="constrained")
+        a.loglog(s, [r["mse_exact"] for r in rows], "o-", label="exact optimal denoiser")
+        a.loglog(s, [r["mse_empirical"] for r in rows], "s--",
+                 label=f"empirical (N={res['manifest']['config']['num_train']})")
+        a.loglog(s, [r["mse_identity"] for r in rows], ":", color="gray", label="identity (no denoising)")
+        a.set_xlabel(r"noise level $\sigma$")
+        a.set_ylabel(r"MSE  $E\|\hat x_0 - x_0\|^2$")
+        a.legend()
+        a.set_title("denoising error")
+        b.semilogx(s, [r["bayes_accuracy"] for r in rows], "o-")
+        b.set_xlabel(r"noise level $\sigma$")
+        b.set_ylabel(r"accuracy of $\arg\max_k p(k\,|\,x_t)$")
+        b.set_ylim(0, 1.02)
+        b.set_title("Bayes classifier")
+        for ax in (a, b):
+            plain_log_ticks(ax)  # 0.01, 1, 10: no mathtext superscripts under 7 pt
+        mark_quick(fig, res)
+        return save_figure(fig, fig_dir, "demo")
 
 
 EXPERIMENT = Experiment(name="demo", summary="sample a MoLRG, denoise it exactly and by memorisation across noise levels",

@@ -57,6 +57,7 @@ from molrg import metrics, probes, theory
 from molrg.subspaces import compare_subspaces
 from molrg.networks import LinearDenoiser, LowRankDenoiser, MLPDenoiser, fit_linear
 from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style, plain_log_ticks
 from molrg.schedules import PAPER_TIMESTEPS, DDPMNoise, paper_timestep_sigmas
 from molrg.training import train
 
@@ -73,27 +74,27 @@ def representations(mlp_depth: int) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Fig3TrainedConfig:
-    n: int = 50
-    K: int = 3
-    d: int = 5
-    delta: float = 0.2
-    num_train: int = 12_000
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    num_train: int = 12_000  # training samples of both networks
     epochs: int = 200  # P1: 200 (= 75,000 steps at batch 32)
-    batch_size: int = 32
-    learning_rate: float = 5e-4
-    mlp_width: int = 128
-    mlp_depth: int = 3
+    batch_size: int = 32  # training batch size
+    learning_rate: float = 5e-4  # Adam learning rate of both networks
+    mlp_width: int = 128  # hidden width of the MLP denoiser
+    mlp_depth: int = 3  # hidden layers of the MLP denoiser
     mlp_film: bool = True  # FiLM conditioning on the noise embedding (module doc)
     mlp_weighting: str = "edm"  # "uniform" (P1's loss) or "edm" (module doc)
     mlp_sigma_data: float | None = None  # None: the training data's per-coordinate std
-    num_test_sets: int = 5
+    num_test_sets: int = 5  # independent test sets (error bars = their std)
     test_size: int = 9_000  # P1: 9,000
     probe_train: int = 3_000  # probe and feature subspaces fitted on this many training samples
-    probe_steps: int = 300
+    probe_steps: int = 300  # L-BFGS steps of each linear probe
     feature_rank: int = 5  # P1's top-5 singular vectors per class
     probes: bool = True  # False skips the linear probes (probe curves are then NaN)
-    seed: int = 0
-    train_seed: int = 0
+    seed: int = 0  # PRNG seed of the mixture, the data and the test sets
+    train_seed: int = 0  # PRNG seed of the networks' initialisation and batches
 
     @property
     def steps(self) -> int:
@@ -424,12 +425,18 @@ def _rep_style(c):
     return (["s--", "D--", "v--", "P--", "X--"][(i - 1) % 5], f"MLP hidden layer {i}")
 
 
-def _log_sigma_axis(ax, ylabel, title):
+def _log_sigma_axis(ax, ylabel, title, legend=None):
+    """Log sigma axis, labels and title; ``legend``: a ``loc`` for the legend inside the axes,
+    ``"below"`` for one under the x label (outside the data), None for no legend."""
     ax.set_xscale("log")
+    plain_log_ticks(ax)
     ax.set_xlabel(r"noise level $\sigma$")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=6)
+    if legend == "below":
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False, columnspacing=1.0)
+    elif legend is not None:
+        ax.legend(loc=legend)
 
 
 def plot(results_dir: str, fig_dir: str) -> list[str]:
@@ -443,61 +450,67 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
 
     def snr_panel(ax):
         for c in CURVES_SNR:
-            ax.errorbar(s, col(f"snr_{c}"), yerr=col(f"snr_{c}_std"), fmt=_STYLE[c][0], ms=4, capsize=2,
+            ax.errorbar(s, col(f"snr_{c}"), yerr=col(f"snr_{c}_std"), fmt=_STYLE[c][0], ms=3, capsize=1.5,
                         label=_STYLE[c][1])
         ax.set_yscale("log")
 
     def excess_panel(ax):
         for c in CURVES_MSE:
-            ax.plot(s, np.maximum(col(f"rel_excess_mse_{c}"), 1e-6), _STYLE[c][0], ms=4, label=_STYLE[c][1])
+            ax.plot(s, np.maximum(col(f"rel_excess_mse_{c}"), 1e-6), _STYLE[c][0], ms=3, label=_STYLE[c][1])
         ax.axhline(0.1, color="gray", lw=0.8, ls=":")
         ax.set_yscale("log")
 
     def rep_panel(ax, prefix):
         for c in reps:
             fmt, label = _rep_style(c)
-            ax.errorbar(s, col(f"{prefix}_{c}"), yerr=col(f"{prefix}_{c}_std"), fmt=fmt, ms=3, capsize=2,
+            ax.errorbar(s, col(f"{prefix}_{c}"), yerr=col(f"{prefix}_{c}_std"), fmt=fmt, ms=3, capsize=1.5,
                         label=label)
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    snr_panel(ax)
-    ax.plot(s, col("snr_approx"), "r-.", label="Theorem 1 approximation")
-    _log_sigma_axis(ax, "output SNR", "SNR of denoiser outputs")
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "fig3_trained_snr")
-    plt.close(fig)
+    with paper_style():
+        # The single panels: half the full width (one column), the legend under the axes.
+        single = (FULL_WIDTH / 2, 3.4)
+        fig, ax = plt.subplots(figsize=single, layout="constrained")
+        snr_panel(ax)
+        ax.plot(s, col("snr_approx"), "r-.", label="Theorem 1 approximation")
+        _log_sigma_axis(ax, "output SNR", "SNR of denoiser outputs", legend="below")
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "fig3_trained_snr")
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    rep_panel(ax, "probe")
-    _log_sigma_axis(ax, "linear-probe test accuracy", "linear probe")
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "fig3_trained_probe")
-    plt.close(fig)
+        fig, ax = plt.subplots(figsize=single, layout="constrained")
+        rep_panel(ax, "probe")
+        _log_sigma_axis(ax, "linear-probe test accuracy", "linear probe", legend="below")
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "fig3_trained_probe")
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    excess_panel(ax)
-    _log_sigma_axis(ax, "excess MSE / Bayes MSE (floored at 1e-6)", "excess MSE over the optimal denoiser")
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "fig3_trained_excess_mse")
-    plt.close(fig)
+        fig, ax = plt.subplots(figsize=single, layout="constrained")
+        excess_panel(ax)
+        _log_sigma_axis(ax, "excess MSE / Bayes MSE\n(floored at 1e-6)", "excess MSE over the optimal denoiser",
+                        legend="below")
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "fig3_trained_excess_mse")
 
-    mlp = res["scalars"].get("mlp", {})
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    excess_panel(axes[0, 0])
-    _log_sigma_axis(axes[0, 0], "excess MSE / Bayes MSE", "(a) excess MSE per noise level")
-    snr_panel(axes[0, 1])
-    _log_sigma_axis(axes[0, 1], "output SNR (true subspaces)", "(b) output SNR")
-    rep_panel(axes[1, 0], "fsnr")
-    axes[1, 0].set_yscale("log")
-    _log_sigma_axis(axes[1, 0], "feature SNR (fitted rank-5 subspaces)", "(c) feature / hidden-layer SNR")
-    rep_panel(axes[1, 1], "probe")
-    _log_sigma_axis(axes[1, 1], "linear-probe test accuracy", "(d) linear probe")
-    fig.suptitle(f"networks vs the optimum (MLP width {mlp.get('width')}, depth {mlp.get('depth')}, "
-                 f"{'FiLM' if mlp.get('film') else 'concat'}, {mlp.get('weighting')} weighting; "
-                 f"{res['scalars']['steps']} steps)", fontsize=9)
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "networks_compare")
-    plt.close(fig)
+        mlp = res["scalars"].get("mlp", {})
+        fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, 5.6), layout="constrained")
+        # Legends where they cover no data: (a) and (b) lower left, under the curves; the
+        # representations' legend once for (c) and (d), under the figure.
+        excess_panel(axes[0, 0])
+        _log_sigma_axis(axes[0, 0], "excess MSE / Bayes MSE", "(a) excess MSE per noise level", legend="lower left")
+        snr_panel(axes[0, 1])
+        lo, hi = axes[0, 1].get_ylim()
+        axes[0, 1].set_ylim(lo / 3.0, hi)  # room under the curves for the legend
+        _log_sigma_axis(axes[0, 1], "output SNR (true subspaces)", "(b) output SNR", legend="lower left")
+        rep_panel(axes[1, 0], "fsnr")
+        axes[1, 0].set_yscale("log")
+        _log_sigma_axis(axes[1, 0], "feature SNR (fitted rank-5 subspaces)", "(c) feature / hidden-layer SNR")
+        rep_panel(axes[1, 1], "probe")
+        _log_sigma_axis(axes[1, 1], "linear-probe test accuracy", "(d) linear probe")
+        handles, labels = axes[1, 1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False, title="(c) and (d)")
+        fig.suptitle(f"networks vs the optimum (MLP width {mlp.get('width')}, depth {mlp.get('depth')}, "
+                     f"{'FiLM' if mlp.get('film') else 'concat'}, {mlp.get('weighting')} weighting; "
+                     f"{res['scalars']['steps']} steps)")
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "networks_compare")
     return paths
 
 

@@ -26,18 +26,19 @@ import molrg
 from molrg.metrics import sampled_snr
 from molrg.schedules import DDPMLinear
 from molrg.study import Experiment, Progress, Results, load_results, save_figure
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style
 
 
 @dataclasses.dataclass(frozen=True)
 class GeometryConfig:
-    n: int = 50
-    K: int = 3
-    d: int = 5
-    delta: float = 0.2
-    timesteps: tuple[int, ...] = (5, 20, 60, 120, 260)
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    timesteps: tuple[int, ...] = (5, 20, 60, 120, 260)  # DDPM steps (T = 500) shown
     num_samples: int = 30_000  # samples per timestep for the statistics
     num_points: int = 1500  # of which drawn in the scatter plots
-    seed: int = 0
+    seed: int = 0  # PRNG seed of the mixture, the projection and the samples
 
     def validate(self):
         for f in ("n", "d", "num_samples", "num_points"):
@@ -101,6 +102,7 @@ def run(cfg: GeometryConfig, verbose: bool = True) -> Results:
 
 def plot(results_dir: str, fig_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     res = load_results(results_dir)
     cfg = res["manifest"]["config"]
     arr = res["arrays"]
@@ -109,39 +111,45 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     labels = arr["labels"]
     steps = arr["timesteps"]
     cols = len(steps)
-    fig, axes = plt.subplots(2, cols, figsize=(3.0 * cols, 6.2), squeeze=False)
-    for j, t in enumerate(steps):
-        for i, (key, what) in enumerate((("inputs_3d", r"input $x_t/s_t$"), ("outputs_3d", r"output $E[x_0|x_t]$"))):
-            ax = axes[i, j]
-            pts = arr[key][j] @ to_2d
-            for k in range(cfg["K"]):
-                m = labels[j] == k
-                ax.scatter(pts[m, 0], pts[m, 1], s=3, alpha=0.5, color=f"C{k}", lw=0, label=f"class {k + 1}",
-                           rasterized=True)
-            # Where each class axis (the first column of U_k) lands in the 2-D view.
-            lim = np.percentile(np.abs(pts), 99.5) * 1.1
-            for k in range(cfg["K"]):  # the whole line through the origin (the class spreads both ways)
-                v = to_2d[k] * lim / np.max(np.abs(to_2d[k]))
-                ax.plot([-v[0], v[0]], [-v[1], v[1]], "-", color=f"C{k}", lw=1.0, alpha=0.8)
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-            ax.set_aspect("equal")
-            ax.tick_params(labelsize=7)
-            r = rows[j]
-            if i == 0:
-                ax.set_title(f"t = {int(t)}, $\\sigma_t$ = {r['sigma']:.3g}", fontsize=9)
-            else:
-                ax.set_title(f"own-axis {100 * r['own_axis_fraction']:.0f}%, SNR {r['snr']:.3g}", fontsize=8)
-            if i == 1:
-                ax.set_xlabel("2-D coordinate 1", fontsize=7)
-            if j == 0:
-                ax.set_ylabel(f"{what}\n2-D coordinate 2", fontsize=8)
-    axes[1, 0].legend(fontsize=7, markerscale=3, loc="lower left")
-    fig.suptitle(f"Optimal-denoiser geometry: projections on the first column of each $U_k$ (lines: the class "
-                 f"axes), random 2-D view; K={cfg['K']}, n={cfg['n']}, d={cfg['d']}, $\\delta$={cfg['delta']}",
-                 fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, fig_dir, "geometry")
+    with paper_style():
+        # Square panels, five to a full-width row: about 1.3 inches each.
+        fig, axes = plt.subplots(2, cols, figsize=(FULL_WIDTH, 4.0), squeeze=False,
+                                 layout="constrained")
+        for j, t in enumerate(steps):
+            for i, (key, what) in enumerate((("inputs_3d", r"input $x_t/s_t$"),
+                                             ("outputs_3d", r"output $E[x_0|x_t]$"))):
+                ax = axes[i, j]
+                pts = arr[key][j] @ to_2d
+                for k in range(cfg["K"]):
+                    m = labels[j] == k
+                    ax.scatter(pts[m, 0], pts[m, 1], s=2, alpha=0.5, color=f"C{k}", lw=0, label=f"class {k + 1}",
+                               rasterized=True)
+                # Where each class axis (the first column of U_k) lands in the 2-D view.
+                lim = np.percentile(np.abs(pts), 99.5) * 1.1
+                for k in range(cfg["K"]):  # the whole line through the origin (the class spreads both ways)
+                    v = to_2d[k] * lim / np.max(np.abs(to_2d[k]))
+                    ax.plot([-v[0], v[0]], [-v[1], v[1]], "-", color=f"C{k}", lw=0.8, alpha=0.8)
+                ax.set_xlim(-lim, lim)
+                ax.set_ylim(-lim, lim)
+                ax.set_aspect("equal")
+                # Three ticks a side: more crowd a 1.3-inch panel at 7 pt.
+                ax.xaxis.set_major_locator(MaxNLocator(3))
+                ax.yaxis.set_major_locator(MaxNLocator(3))
+                r = rows[j]
+                if i == 0:
+                    ax.set_title(f"t = {int(t)}\n$\\sigma_t$ = {r['sigma']:.3g}")
+                else:
+                    ax.set_title(f"own-axis {100 * r['own_axis_fraction']:.0f}%\nSNR {r['snr']:.3g}")
+                if i == 1:
+                    ax.set_xlabel("2-D coord. 1")
+                if j == 0:
+                    ax.set_ylabel(f"{what}\n2-D coordinate 2")
+        handles, names = axes[1, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncol=len(names), markerscale=4, frameon=False)
+        fig.suptitle(f"Optimal-denoiser geometry: projections on the first column of each $U_k$ (lines: the class "
+                     f"axes),\nrandom 2-D view; K={cfg['K']}, n={cfg['n']}, d={cfg['d']}, $\\delta$={cfg['delta']}")
+        mark_quick(fig, res)
+        return save_figure(fig, fig_dir, "geometry")
 
 
 QUICK = {"num_samples": 4000, "num_points": 600}

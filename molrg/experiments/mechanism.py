@@ -41,7 +41,7 @@ from molrg import peaks, theory
 from molrg.metrics import sampled_snr, unimodality
 from molrg.schedules import PAPER_TIMESTEPS, DDPMLinear
 from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
-from molrg.study.plotting import plain_log_ticks
+from molrg.study.plotting import FULL_WIDTH, MIN_FONT, mark_quick, paper_style, plain_log_ticks
 
 Array = jax.Array
 
@@ -107,18 +107,18 @@ def sigma_to_timestep(sigma: float, schedule: DDPMLinear | None = None) -> int:
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class MechanismConfig:
-    n: int = 50
-    K: int = 3
-    d: int = 5
-    delta: float = 0.2
-    sigma_min: float = 3e-3
-    sigma_max: float = 30.0
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    sigma_min: float = 3e-3  # smallest noise level of the dense grid
+    sigma_max: float = 30.0  # largest noise level of the dense grid
     num_sigmas: int = 128  # dense grid (quadrature, Theorem 1, rates, confidence)
     timesteps: tuple[int, ...] = PAPER_TIMESTEPS  # DDPM (T = 500) steps sampled in n dimensions
     num_samples: int = 30_000  # samples of the n-dim model per timestep
     confidence_draws: int = 2**16  # block-energy draws for E[p(k_true | x_t)] on the dense grid
     limit_settings: tuple[str, ...] = ("paper", "fig14")  # P1 settings (theory.P1_SETTINGS) of the limit claims
-    seed: int = 0
+    seed: int = 0  # PRNG seed of the mixture and the samples
 
     def validate(self):
         for f in ("n", "K", "d", "num_sigmas", "num_samples", "confidence_draws"):
@@ -400,9 +400,15 @@ def _timestep_axis(ax, steps=(5, 20, 60, 120, 260)):
     sig = DDPMLinear().sigmas
     top = ax.secondary_xaxis("top")
     top.set_xticks([sig[t] for t in steps])
-    top.set_xticklabels([str(t) for t in steps], fontsize=7)
-    top.set_xlabel("DDPM timestep $t$ (T = 500)", fontsize=8)
+    top.set_xticklabels([str(t) for t in steps])
+    top.set_xlabel("DDPM timestep $t$ (T = 500)")
     top.minorticks_off()
+
+
+def _legend_below(ax, **kwargs) -> None:
+    """The legend of ``ax`` centred under its x label: outside the data, and constrained
+    layout makes room for it."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, **kwargs)
 
 
 def plot(results_dir: str, fig_dir: str) -> list[str]:
@@ -416,70 +422,78 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     st = col(samp, "sigma")
     K, delta = cfg["K"], cfg["delta"]
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    a, b, c = axes
-    # (a) SNR: exact (quadrature + sampled), Theorem 1, limits, peaks.
-    a.plot(s, col(dense, "exact_snr"), "-", color="C0", lw=2, label="exact optimal denoiser (quadrature)")
-    a.errorbar(st, col(samp, "snr"), yerr=col(samp, "snr_se"), fmt="o", ms=4, color="C0", mfc="white",
-               capsize=2, label=f"exact, sampled $n={cfg['n']}$ model ({cfg['num_samples']:,}/step, $\\pm$1 s.e.)")
-    a.plot(s, col(dense, "approx_snr"), "--", color="C3", lw=1.8, label="Theorem 1 approximation")
-    a.axhline(sc["limit_small_sigma"], color="gray", ls=":", lw=1)
-    a.axhline(sc["limit_large_sigma"], color="gray", ls=":", lw=1)
-    a.text(s[0], sc["limit_small_sigma"] * 1.06, r"$1/((K-1)\delta^2)$", fontsize=7, color="gray")
-    a.text(s[0], sc["limit_large_sigma"] * 1.06, r"$1/(K-1)$", fontsize=7, color="gray")
-    a.axvline(sc["exact_peak_sigma"], color="C0", lw=0.8, alpha=0.6)
-    a.axvline(sc["approx_peak_sigma"], color="C3", lw=0.8, ls="--", alpha=0.6)
-    a.set_xscale("log")
-    a.set_yscale("log")
-    a.set_xlabel(r"noise level $\sigma$")
-    a.set_ylabel("SNR of $E[x_0\\,|\\,x_t]$ (P1 Def. 1)")
-    a.set_title(f"(a) SNR: exact peak $\\sigma^*$={sc['exact_peak_sigma']:.3g}, "
-                f"approx. {sc['approx_peak_sigma']:.3g}", fontsize=9)
-    a.legend(fontsize=7, loc="lower left")
-    _timestep_axis(a)
+    with paper_style():
+        # The SNR (the headline) across the full width; the two mechanism panels under it.
+        fig, axd = plt.subplot_mosaic([["a", "a"], ["b", "c"]], figsize=(FULL_WIDTH, 6.2), layout="constrained",
+                                      height_ratios=(1.0, 1.15))
+        a, b, c = axd["a"], axd["b"], axd["c"]
+        # (a) SNR: exact (quadrature + sampled), Theorem 1, limits, peaks.
+        a.plot(s, col(dense, "exact_snr"), "-", color="C0", lw=1.6, label="exact optimal denoiser (quadrature)")
+        a.errorbar(st, col(samp, "snr"), yerr=col(samp, "snr_se"), fmt="o", ms=3.5, color="C0", mfc="white",
+                   capsize=1.5,
+                   label=f"exact, sampled $n={cfg['n']}$ model ({cfg['num_samples']:,}/step, $\\pm$1 s.e.)")
+        a.plot(s, col(dense, "approx_snr"), "--", color="C3", lw=1.4, label="Theorem 1 approximation")
+        a.axhline(sc["limit_small_sigma"], color="gray", ls=":", lw=1)
+        a.axhline(sc["limit_large_sigma"], color="gray", ls=":", lw=1)
+        a.text(s[0], sc["limit_small_sigma"] * 1.06, r"$1/((K-1)\delta^2)$", fontsize=MIN_FONT, color="gray")
+        a.text(s[0], sc["limit_large_sigma"] * 1.06, r"$1/(K-1)$", fontsize=MIN_FONT, color="gray")
+        a.axvline(sc["exact_peak_sigma"], color="C0", lw=0.8, alpha=0.6)
+        a.axvline(sc["approx_peak_sigma"], color="C3", lw=0.8, ls="--", alpha=0.6)
+        a.set_xscale("log")
+        a.set_yscale("log")
+        # Room under the large-sigma limit (and its label) for the legend, so it covers neither.
+        lo, hi = a.get_ylim()
+        a.set_ylim(lo / 8.0, hi)
+        a.set_xlabel(r"noise level $\sigma$")
+        a.set_ylabel("SNR of $E[x_0\\,|\\,x_t]$ (P1 Def. 1)")
+        a.set_title(f"(a) SNR: exact peak $\\sigma^*$={sc['exact_peak_sigma']:.3g}, "
+                    f"approx. {sc['approx_peak_sigma']:.3g}")
+        a.legend(loc="lower left", ncol=2)
+        _timestep_axis(a)
 
-    # (b) P1 Fig. 4: the two competing rates.
-    b.plot(s, col(dense, "denoising_rate"), "-", color="C2", lw=2, label=r"denoising rate $\sigma^2/\delta^2$")
-    b.set_xscale("log")
-    b.set_yscale("log")
-    b.set_xlabel(r"noise level $\sigma$")
-    b.set_ylabel(r"denoising rate $\sigma^2/\delta^2$", color="C2")
-    b.axvline(delta, color="C2", lw=0.6, ls=":")
-    b2 = b.twinx()
-    b2.plot(s, col(dense, "class_confidence_h_wplus"), "-", color="C1", lw=2,
-            label=r"class confidence $h(w^+)$")
-    b2.set_ylabel(r"class confidence $h(w^+)=(1-\delta^2)w^++\delta^2$", color="C1")
-    b2.set_ylim(0, 1.05)
-    for ax in (b, b2):
-        ax.axvline(sc["exact_peak_sigma"], color="C0", lw=0.8, alpha=0.6)
-    lines = b.get_lines()[:1] + b2.get_lines()[:1]
-    b.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="center left")
-    b.set_title("(b) the competing rates (P1 Fig. 4); blue line: exact peak", fontsize=9)
-    _timestep_axis(b)
+        # (b) P1 Fig. 4: the two competing rates.
+        b.plot(s, col(dense, "denoising_rate"), "-", color="C2", lw=1.6, label=r"denoising rate $\sigma^2/\delta^2$")
+        b.set_xscale("log")
+        b.set_yscale("log")
+        b.set_xlabel(r"noise level $\sigma$")
+        b.set_ylabel(r"denoising rate $\sigma^2/\delta^2$", color="C2")
+        b.axvline(delta, color="C2", lw=0.6, ls=":")
+        b2 = b.twinx()
+        b2.plot(s, col(dense, "class_confidence_h_wplus"), "-", color="C1", lw=1.6,
+                label=r"class confidence $h(w^+)=(1-\delta^2)w^++\delta^2$")
+        b2.set_ylabel(r"class confidence $h(w^+)$", color="C1")
+        b2.set_ylim(0, 1.05)
+        for ax in (b, b2):
+            ax.axvline(sc["exact_peak_sigma"], color="C0", lw=0.8, alpha=0.6)
+        lines = b.get_lines()[:1] + b2.get_lines()[:1]
+        _legend_below(b, handles=lines, labels=[ln.get_label() for ln in lines])
+        b.set_title("(b) the competing rates (P1 Fig. 4);\nblue line: exact peak")
+        _timestep_axis(b)
 
-    # (c) confidence: typical vs exact.
-    conf, conf_se = col(dense, "mean_true_posterior"), col(dense, "mean_true_posterior_se")
-    c.plot(s, col(dense, "typical_confidence_wplus"), "--", color="C3", lw=1.8, label=r"typical $w^+$ (Theorem 1)")
-    c.plot(s, conf, "-", color="C0", lw=2, label=r"exact $E[p(k_{true}\,|\,x_t)]$ (block-energy MC)")
-    c.fill_between(s, conf - 3 * conf_se, conf + 3 * conf_se, color="C0", alpha=0.25, lw=0)
-    c.errorbar(st, col(samp, "mean_true_posterior"), yerr=col(samp, "mean_true_posterior_se"), fmt="o", ms=4,
-               color="C0", mfc="white", capsize=2, label="exact, sampled model ($\\pm$1 s.e.)")
-    c.plot(s, col(dense, "class_confidence_h_wplus"), "-", color="C1", lw=1, alpha=0.8, label=r"$h(w^+)$")
-    c.axhline(1.0 / K, color="gray", ls=":", lw=1)
-    c.text(s[0], 1.0 / K + 0.015, "1/K", fontsize=7, color="gray")
-    c.axvline(sc["exact_peak_sigma"], color="C0", lw=0.8, alpha=0.6)
-    c.set_xscale("log")
-    c.set_ylim(0, 1.05)
-    c.set_xlabel(r"noise level $\sigma$")
-    c.set_ylabel("posterior confidence in the true class")
-    c.set_title("(c) class confidence: typical vs exact", fontsize=9)
-    c.legend(fontsize=7, loc="lower left")
-    _timestep_axis(c)
-    for ax in (a, b, c):
-        plain_log_ticks(ax)
-    fig.suptitle(f"Mechanism of the SNR peak, K={K}, n={cfg['n']}, d={cfg['d']}, $\\delta$={delta}", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, fig_dir, "mechanism")
+        # (c) confidence: typical vs exact.
+        conf, conf_se = col(dense, "mean_true_posterior"), col(dense, "mean_true_posterior_se")
+        c.plot(s, col(dense, "typical_confidence_wplus"), "--", color="C3", lw=1.4,
+               label=r"typical $w^+$ (Theorem 1)")
+        c.plot(s, conf, "-", color="C0", lw=1.6, label=r"exact $E[p(k_{true}\,|\,x_t)]$ (block-energy MC)")
+        c.fill_between(s, conf - 3 * conf_se, conf + 3 * conf_se, color="C0", alpha=0.25, lw=0)
+        c.errorbar(st, col(samp, "mean_true_posterior"), yerr=col(samp, "mean_true_posterior_se"), fmt="o",
+                   ms=3.5, color="C0", mfc="white", capsize=1.5, label="exact, sampled model ($\\pm$1 s.e.)")
+        c.plot(s, col(dense, "class_confidence_h_wplus"), "-", color="C1", lw=1, alpha=0.8, label=r"$h(w^+)$")
+        c.axhline(1.0 / K, color="gray", ls=":", lw=1)
+        c.text(s[0], 1.0 / K + 0.015, "1/K", fontsize=MIN_FONT, color="gray")
+        c.axvline(sc["exact_peak_sigma"], color="C0", lw=0.8, alpha=0.6)
+        c.set_xscale("log")
+        c.set_ylim(0, 1.05)
+        c.set_xlabel(r"noise level $\sigma$")
+        c.set_ylabel("posterior confidence in the true class")
+        c.set_title("(c) class confidence:\ntypical vs exact")
+        _legend_below(c)
+        _timestep_axis(c)
+        for ax in (a, b, c):
+            plain_log_ticks(ax)
+        fig.suptitle(f"Mechanism of the SNR peak, K={K}, n={cfg['n']}, d={cfg['d']}, $\\delta$={delta}")
+        mark_quick(fig, res)
+        return save_figure(fig, fig_dir, "mechanism")
 
 QUICK = {"num_samples": 4000, "num_sigmas": 64, "confidence_draws": 2**13, "limit_settings": ("paper",)}
 

@@ -58,6 +58,7 @@ import numpy as np
 import molrg
 from molrg import metrics
 from molrg.study import Claim, Experiment, Results, load_results, run_sweep, save_figure, sweepable
+from molrg.study.plotting import FULL_WIDTH, MIN_FONT, mark_quick, paper_style, plain_log_ticks
 
 
 # ------------------------------------------------------------------------------------------
@@ -68,16 +69,16 @@ class MemorizationPoint:
     """One (d, N, sigma, delta, seed) point. Static: n, K, d, N_max, num_test,
     num_train_inputs. Numeric: N, sigma, delta, seed."""
 
-    n: int = 50
-    K: int = 3
-    d: int = 5
-    N: int = 16
-    sigma: float = 0.3
-    delta: float = 0.2
-    seed: int = 0
-    N_max: int = 512
-    num_test: int = 200
-    num_train_inputs: int = 200
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace
+    N: int = 16  # training-set size (the first N of N_max drawn samples)
+    sigma: float = 0.3  # noise level
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    seed: int = 0  # PRNG seed of the mixture, training set, test set and noise
+    N_max: int = 512  # training samples drawn (N <= N_max share one compiled program)
+    num_test: int = 200  # fresh test inputs
+    num_train_inputs: int = 200  # noised training inputs (the first ones of the training set)
 
     def validate(self):
         for f in ("n", "K", "d", "N", "N_max", "num_test", "num_train_inputs"):
@@ -208,25 +209,25 @@ def verdict(sigmas, curves: np.ndarray) -> dict:
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class MemorizationConfig:
-    n: int = 50
-    K: int = 3
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
     d: int = 5  # the curves' d (P1's setting); must be in heatmap_d_values
-    delta: float = 0.2
-    N_values: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-    heatmap_d_values: tuple[int, ...] = (2, 5, 10)
-    sigma_min: float = 0.002
-    sigma_max: float = 3.0
-    num_sigmas: int = 12
-    num_seeds: int = 8
-    num_test: int = 200
-    num_train_inputs: int = 200
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    N_values: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # training-set sizes
+    heatmap_d_values: tuple[int, ...] = (2, 5, 10)  # d values of the peak-gain heatmap
+    sigma_min: float = 0.002  # smallest noise level (log-spaced grid)
+    sigma_max: float = 3.0  # largest noise level
+    num_sigmas: int = 12  # noise levels of the curves
+    num_seeds: int = 8  # seeds (mixtures) per curve
+    num_test: int = 200  # fresh test inputs per point
+    num_train_inputs: int = 200  # noised training inputs per point
     small_N_max: int = 512  # N up to this share one compiled program; larger N another
     # The claim memorization_shape: curves at d, N = claim_N_small and claim_N_large, over
     # claim_num_seeds seeds (its own sweep, so its numbers do not depend on N_values/num_seeds).
-    claim_N_small: int = 16
-    claim_N_large: int = 4096
-    claim_num_seeds: int = 5
-    sweep_dir: str = ""
+    claim_N_small: int = 16  # the claim's small N (no interior peak expected)
+    claim_N_large: int = 4096  # the claim's large N (an interior peak expected)
+    claim_num_seeds: int = 5  # seeds of the claim's curves
+    sweep_dir: str = ""  # keep the sweep folders here (resumable); empty: a temporary folder
 
     def validate(self):
         if self.d not in self.heatmap_d_values:
@@ -354,48 +355,58 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     d0 = int(cfg["d"])
     Ns = sorted({int(r["N"]) for r in curves})
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, key, title in ((axes[0], "test", "test inputs"), (axes[1], "train", "training inputs")):
-        for i, N in enumerate(Ns):
-            sel = sorted((r for r in curves if int(r["d"]) == d0 and int(r["N"]) == N),
+    with paper_style():
+        # The two SNR panels side by side; the peak-gain map under them, across the full width.
+        fig, axd = plt.subplot_mosaic([["test", "train"], ["map", "map"]], figsize=(FULL_WIDTH, 5.4),
+                                      layout="constrained", height_ratios=(1.25, 1.0))
+        for ax, key, title in ((axd["test"], "test", "test inputs"), (axd["train"], "train", "training inputs")):
+            for i, N in enumerate(Ns):
+                sel = sorted((r for r in curves if int(r["d"]) == d0 and int(r["N"]) == N),
+                             key=lambda r: r["sigma"])
+                s = [r["sigma"] for r in sel]
+                ax.errorbar(s, [r[f"snr_{key}"] for r in sel], yerr=[r[f"snr_{key}_stderr"] for r in sel],
+                            color=cmap(i / max(len(Ns) - 1, 1)), lw=1.0, capsize=1.5, label=f"N={N}")
+            sel = sorted((r for r in curves if int(r["d"]) == d0 and int(r["N"]) == Ns[-1]),
                          key=lambda r: r["sigma"])
-            s = [r["sigma"] for r in sel]
-            ax.errorbar(s, [r[f"snr_{key}"] for r in sel], yerr=[r[f"snr_{key}_stderr"] for r in sel],
-                        color=cmap(i / max(len(Ns) - 1, 1)), lw=1.2, capsize=2, label=f"N={N}")
-        sel = sorted((r for r in curves if int(r["d"]) == d0 and int(r["N"]) == Ns[-1]),
-                     key=lambda r: r["sigma"])
-        ax.plot([r["sigma"] for r in sel], [r["snr_exact"] for r in sel], "k--", lw=2, label="exact denoiser")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(r"noise level $\sigma$")
-        ax.set_ylabel("SNR of the denoiser's output")
-        ax.set_title(f"empirical denoiser, {title} (K={cfg['K']}, n={cfg['n']}, d={d0}, "
-                     f"$\\delta$={cfg['delta']})", fontsize=9)
-    axes[0].legend(fontsize=7, ncol=2)
-    ds = sorted({int(r["d"]) for r in verdicts})
-    grid = np.full((len(ds), len(Ns)), np.nan)
-    marks = {}
-    for v in verdicts:
-        if v["inputs"] == "test":
-            i, j = ds.index(int(v["d"])), Ns.index(int(v["N"]))
-            grid[i, j] = v["peak_gain"]
-            marks[i, j] = "P" if v["verdict"] == "interior peak" else "-"
-    ax = axes[2]
-    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="magma")
-    lo, hi = np.nanmin(grid), np.nanmax(grid)
-    for (i, j), m in marks.items():
-        dark = (grid[i, j] - lo) < 0.6 * (hi - lo)  # magma is dark at the low end
-        ax.text(j, i, f"{grid[i, j]:.2f}\n{m}", ha="center", va="center", fontsize=7,
-                color="w" if dark else "k")
-    ax.set_xticks(range(len(Ns)), [str(N) for N in Ns], fontsize=7)
-    ax.set_yticks(range(len(ds)), [str(d) for d in ds])
-    ax.set_xlabel("training set size N")
-    ax.set_ylabel("subspace dimension d")
-    ax.set_title("peak gain max SNR / SNR($\\sigma_{min}$), test inputs\n"
-                 "(P = interior peak by the z=3 test, - = none)", fontsize=9)
-    fig.colorbar(im, ax=ax, label="peak gain")
-    fig.tight_layout()
-    return save_figure(fig, fig_dir, "memorization")
+            ax.plot([r["sigma"] for r in sel], [r["snr_exact"] for r in sel], "k--", lw=1.5, label="exact denoiser")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo / 3.0, hi)  # the same room in both panels; the legend sits there
+            plain_log_ticks(ax)
+            ax.set_xlabel(r"noise level $\sigma$")
+            ax.set_ylabel("SNR of the denoiser's output")
+            ax.set_title(f"empirical denoiser, {title}\n(K={cfg['K']}, n={cfg['n']}, d={d0}, "
+                         f"$\\delta$={cfg['delta']})")
+        # One legend for both panels, in the training panel's empty lower left (its curves stay
+        # near the exact one until the drop), so it covers no data.
+        handles, names = axd["test"].get_legend_handles_labels()
+        axd["train"].legend(handles, names, ncol=2, loc="lower left", title="both panels", columnspacing=0.8,
+                            handlelength=1.5, labelspacing=0.2)
+        ds = sorted({int(r["d"]) for r in verdicts})
+        grid = np.full((len(ds), len(Ns)), np.nan)
+        marks = {}
+        for v in verdicts:
+            if v["inputs"] == "test":
+                i, j = ds.index(int(v["d"])), Ns.index(int(v["N"]))
+                grid[i, j] = v["peak_gain"]
+                marks[i, j] = "P" if v["verdict"] == "interior peak" else "-"
+        ax = axd["map"]
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="magma")
+        lo, hi = np.nanmin(grid), np.nanmax(grid)
+        for (i, j), m in marks.items():
+            dark = (grid[i, j] - lo) < 0.6 * (hi - lo)  # magma is dark at the low end
+            ax.text(j, i, f"{grid[i, j]:.2f}\n{m}", ha="center", va="center", fontsize=MIN_FONT,
+                    color="w" if dark else "k")
+        ax.set_xticks(range(len(Ns)), [str(N) for N in Ns])
+        ax.set_yticks(range(len(ds)), [str(d) for d in ds])
+        ax.set_xlabel("training set size N")
+        ax.set_ylabel("subspace dimension d")
+        ax.set_title("peak gain max SNR / SNR($\\sigma_{min}$), test inputs "
+                     "(P = interior peak by the z=3 test, - = none)")
+        fig.colorbar(im, ax=ax, label="peak gain")
+        mark_quick(fig, res)
+        return save_figure(fig, fig_dir, "memorization")
 
 
 QUICK = {"N_values": "16,64,512", "heatmap_d_values": "5", "num_seeds": 3, "claim_N_large": 512,

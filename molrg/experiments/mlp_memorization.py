@@ -81,6 +81,7 @@ from molrg import metrics
 from molrg.sample_quality import distance_to_union, mixture_log_likelihood, nearest_neighbors
 from molrg.networks import MLPDenoiser
 from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style
 from molrg.sampling import ddpm_ancestral, default_timesteps, draw_noises
 from molrg.schedules import PAPER_TIMESTEPS, DDPMLinear, paper_timestep_sigmas
 from molrg.training import train_ensemble
@@ -493,8 +494,40 @@ def _summary_text(cfg, exact_v, summ, times) -> str:
 _MARKERS = "osD^v<>"
 
 
+def _panels(num: int, height: float = 2.5):
+    """A grid of ``num`` panels, at most three a row, at most :data:`FULL_WIDTH` wide."""
+    import matplotlib.pyplot as plt
+
+    cols = min(num, 3)
+    rows = -(-num // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(min(FULL_WIDTH, 0.6 + 2.3 * cols), height * rows), squeeze=False)
+    for ax in axes.flat[num:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:num])
+
+
+def _measured_N_axis(ax, Ns) -> None:
+    """Log-2 axis ticked at the measured N only: markers, no lines, so nothing suggests values
+    between measured training-set sizes."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(Ns, [str(N) for N in Ns])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(min(Ns) / 2, max(Ns) * 2)
+
+
+def _legend_below(fig, ax, **kwargs) -> None:
+    """The legend of ``ax`` under the whole figure, centred on ``ax`` (after the layout is
+    done): below every panel's axis labels, so it covers neither data nor labels."""
+    box = ax.get_position()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5 * (box.x0 + box.x1), 0.0), bbox_transform=fig.transFigure,
+              frameon=False, **kwargs)
+
+
 def plot(results_dir: str, fig_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     res = load_results(results_dir)
     cfg = res["manifest"]["config"]
@@ -505,106 +538,121 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     Ns = sorted({int(r["N"]) for r in models})
     final = [r for r in models if str(r["final"]) in ("True", "1", "1.0")]
     cmap = plt.get_cmap("viridis")
-    colour = lambda N: cmap(Ns.index(N) / max(len(Ns) - 1, 1))  # noqa: E731
+    colour = lambda N: cmap(0.85 * Ns.index(N) / max(len(Ns) - 1, 1))  # noqa: E731  (no pale yellow)
+    marker = lambda i: _MARKERS[i % len(_MARKERS)]  # noqa: E731
+    N_handles = [Line2D([], [], ls="none", marker="o", color=colour(N), label=f"N = {N}") for N in Ns]
+    W_handles = [Line2D([], [], ls="none", marker=marker(i), color="0.4", label=f"width {W}")
+                 for i, W in enumerate(widths)]
     paths = []
 
-    # Figure 1: verdict and peak gain against the generalisation measure and N.
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
-    ax = axes[0]
-    for i, W in enumerate(widths):
-        for r in (r for r in final if int(r["width"]) == W):
-            peak = r["verdict_test"] == "interior peak"
-            ax.errorbar(r["nn_ratio"], r["peak_gain_test"], yerr=r["peak_gain_stderr_test"], fmt="none",
-                        ecolor="0.7", lw=0.8)
-            ax.scatter(r["nn_ratio"], r["peak_gain_test"], marker=_MARKERS[i % len(_MARKERS)], s=40,
-                       facecolor=colour(int(r["N"])) if peak else "none", edgecolor=colour(int(r["N"])))
-    ax.axhline(1.0, color="k", lw=0.8, ls=":")
-    ax.set_xlabel("NN ratio: mean NN distance of samples / of fresh true samples\n(1 = generalising, 0 = copying)")
-    ax.set_ylabel("peak gain max SNR / SNR($\\sigma_{min}$)")
-    ax.set_title("final models: filled = interior peak (z=3), open = none;\ncolour = N, marker = width "
-                 + ", ".join(f"{_MARKERS[i % 7]}:{W}" for i, W in enumerate(widths)), fontsize=8)
-    ax = axes[1]
-    for i, W in enumerate(widths):
-        for key, ls in (("test", "-"), ("train", "--")):
-            xs, ys, es = [], [], []
-            for N in Ns:
-                sel = [r for r in final if int(r["width"]) == W and int(r["N"]) == N]
-                g = np.array([r[f"peak_gain_{key}"] for r in sel])
-                xs.append(N)
-                ys.append(g.mean())
-                es.append(g.std(ddof=1) / np.sqrt(len(g)) if len(g) > 1 else 0.0)
-            ax.errorbar(xs, ys, yerr=es, ls=ls, marker=_MARKERS[i % 7], capsize=2,
-                        label=f"W={W}, {key} inputs")
-        cf = [np.mean([r["copy_fraction"] for r in final if int(r["width"]) == W and int(r["N"]) == N]) for N in Ns]
-        axes[2].plot(Ns, cf, marker=_MARKERS[i % 7], label=f"copy fraction W={W}")
-        nr = [np.mean([r["nn_ratio"] for r in final if int(r["width"]) == W and int(r["N"]) == N]) for N in Ns]
-        axes[2].plot(Ns, nr, marker=_MARKERS[i % 7], ls="--", label=f"NN ratio W={W}")
-    ax.axhline(1.0, color="k", lw=0.8, ls=":")
-    ax.axhline(float(res["scalars"]["exact"]["peak_gain"]), color="k", lw=1.2, ls="--", label="exact denoiser")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training set size N")
-    ax.set_ylabel("peak gain (mean over seeds)")
-    ax.legend(fontsize=7)
-    ax.set_title(f"output-SNR peak gain at the last checkpoint (step {int(cfg['segment_steps']) * int(cfg['num_segments'])})",
-                 fontsize=9)
-    axes[2].set_xscale("log", base=2)
-    axes[2].set_xlabel("training set size N")
-    axes[2].set_ylabel("memorisation measures")
-    axes[2].legend(fontsize=7)
-    axes[2].set_title("copy fraction (d1 < d2/3) and NN ratio of generated samples", fontsize=9)
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "mlp_memorization")
-
-    # Figure 2: SNR curves at the last checkpoint, widest network, seed-mean.
-    fig, axes = plt.subplots(1, len(widths), figsize=(5.2 * len(widths), 4.2), squeeze=False)
-    last_step = max(int(r["step"]) for r in curves_t)
-    for ax, W in zip(axes[0], widths):
-        for N in Ns:
-            sel = [r for r in curves_t if int(r["width"]) == W and int(r["N"]) == N and int(r["step"]) == last_step]
-            sig = sorted({r["sigma"] for r in sel})
-            m = [np.mean([r["snr_test"] for r in sel if r["sigma"] == s]) for s in sig]
-            ax.plot(sig, m, marker=".", color=colour(N), label=f"N={N}")
-        ax.plot([r["sigma"] for r in exact], [r["snr_exact"] for r in exact], "k--", lw=2, label="exact")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("noise level $\\sigma$ (P1 timesteps)")
-        ax.set_ylabel("output SNR, test inputs (seed mean)")
-        ax.set_title(f"MLP width {W}, step {last_step}", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "mlp_memorization_curves")
-
-    # Figure 3: the peak over training against memorisation (the early-stopping signal).
-    fig, axes = plt.subplots(1, len(widths) + 1, figsize=(5.2 * (len(widths) + 1), 4.2), squeeze=False)
-    for ax, W in zip(axes[0], widths):
-        ax2 = ax.twinx()
-        for N in Ns:
-            sel = [r for r in models if int(r["width"]) == W and int(r["N"]) == N]
-            steps = sorted({int(r["step"]) for r in sel})
-            g = [np.mean([r["peak_gain_test"] for r in sel if int(r["step"]) == s]) for s in steps]
-            c = [np.mean([r["copy_fraction"] for r in sel if int(r["step"]) == s]) for s in steps]
-            ax.plot(steps, g, marker="o", color=colour(N), label=f"N={N}")
-            ax2.plot(steps, c, marker="x", ls=":", color=colour(N))
+    with paper_style():
+        # Figure 1: verdict and peak gain against the generalisation measure and N.
+        fig, axes = plt.subplots(1, 3, figsize=(FULL_WIDTH, 2.5))
+        ax = axes[0]
+        for i, W in enumerate(widths):
+            for r in (r for r in final if int(r["width"]) == W):
+                peak = r["verdict_test"] == "interior peak"
+                ax.errorbar(r["nn_ratio"], r["peak_gain_test"], yerr=r["peak_gain_stderr_test"], fmt="none",
+                            ecolor="0.7", lw=0.8)
+                ax.scatter(r["nn_ratio"], r["peak_gain_test"], marker=marker(i), s=25,
+                           facecolor=colour(int(r["N"])) if peak else "none", edgecolor=colour(int(r["N"])))
         ax.axhline(1.0, color="k", lw=0.8, ls=":")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("peak gain (solid)")
-        ax2.set_ylabel("copy fraction (dotted)")
-        ax2.set_ylim(-0.03, 1.03)
-        ax.set_title(f"width {W}: SNR peak gain and copying over training", fontsize=9)
-        ax.legend(fontsize=7)
-    ax = axes[0][-1]
-    for i, W in enumerate(widths):
-        for N in Ns:
-            sel = sorted((r for r in models if int(r["width"]) == W and int(r["N"]) == N),
-                         key=lambda r: (r["seed"], r["step"]))
-            ax.scatter([r["copy_fraction"] for r in sel], [r["peak_gain_test"] for r in sel],
-                       marker=_MARKERS[i % 7], color=colour(N), s=14, alpha=0.8)
-    ax.axhline(1.0, color="k", lw=0.8, ls=":")
-    ax.set_xlabel("copy fraction")
-    ax.set_ylabel("peak gain")
-    ax.set_title("every checkpoint: peak gain vs copy fraction\n(colour = N, marker = width)", fontsize=9)
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "mlp_memorization_training")
+        ax.set_xlabel("NN ratio\n(1: generalising, 0: copying)")
+        ax.set_ylabel("peak gain\nmax SNR / SNR($\\sigma_{min}$)")
+        ax.set_title("final models (z = 3)")
+        fill = [Line2D([], [], ls="none", marker="o", color="0.4", label="interior peak"),
+                Line2D([], [], ls="none", marker="o", mfc="none", color="0.4", label="no peak")]
+        ax = axes[1]
+        for i, W in enumerate(widths):
+            for key, shift, filled in (("test", 0.9, True), ("train", 1.1, False)):
+                xs, ys, es = [], [], []
+                for N in Ns:
+                    sel = [r for r in final if int(r["width"]) == W and int(r["N"]) == N]
+                    g = np.array([r[f"peak_gain_{key}"] for r in sel])
+                    xs.append(N * shift)  # side by side at each measured N
+                    ys.append(g.mean())
+                    es.append(g.std(ddof=1) / np.sqrt(len(g)) if len(g) > 1 else 0.0)
+                ax.errorbar(xs, ys, yerr=es, ls="none", marker=marker(i), color="tab:blue" if filled else "tab:orange",
+                            mfc=None if filled else "none", capsize=1.5, label=f"width {W}, {key} inputs")
+            cf = [np.mean([r["copy_fraction"] for r in final if int(r["width"]) == W and int(r["N"]) == N])
+                  for N in Ns]
+            axes[2].plot(np.array(Ns) * 0.9, cf, ls="none", marker=marker(i), color="tab:blue",
+                         label=f"copy fraction, width {W}")
+            nr = [np.mean([r["nn_ratio"] for r in final if int(r["width"]) == W and int(r["N"]) == N]) for N in Ns]
+            axes[2].plot(np.array(Ns) * 1.1, nr, ls="none", marker=marker(i), color="tab:orange", mfc="none",
+                         label=f"NN ratio, width {W}")
+        ax.axhline(1.0, color="k", lw=0.8, ls=":")
+        ax.axhline(float(res["scalars"]["exact"]["peak_gain"]), color="k", lw=1.0, ls="--", label="exact denoiser")
+        _measured_N_axis(ax, Ns)
+        ax.set_xlabel("training set size N")
+        ax.set_ylabel("peak gain (mean over seeds)")
+        ax.set_title(f"peak gain at step {int(cfg['segment_steps']) * int(cfg['num_segments'])}")
+        _measured_N_axis(axes[2], Ns)
+        axes[2].set_xlabel("training set size N")
+        axes[2].set_ylabel("memorisation measures")
+        axes[2].set_ylim(-0.05, max(1.05, axes[2].get_ylim()[1]))
+        axes[2].set_title("generated samples")
+        fig.tight_layout()
+        _legend_below(fig, axes[0], handles=N_handles + W_handles + fill, ncol=2)
+        _legend_below(fig, axes[1])
+        _legend_below(fig, axes[2])
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "mlp_memorization")
+
+        # Figure 2: SNR curves at the last checkpoint, seed mean, one panel per width.
+        fig, axes = _panels(len(widths), 2.6)
+        last_step = max(int(r["step"]) for r in curves_t)
+        for ax, W in zip(axes, widths):
+            for N in Ns:
+                sel = [r for r in curves_t
+                       if int(r["width"]) == W and int(r["N"]) == N and int(r["step"]) == last_step]
+                sig = sorted({r["sigma"] for r in sel})
+                m = [np.mean([r["snr_test"] for r in sel if r["sigma"] == s]) for s in sig]
+                ax.plot(sig, m, marker=".", color=colour(N), label=f"N = {N}")
+            ax.plot([r["sigma"] for r in exact], [r["snr_exact"] for r in exact], "k--", lw=1.5, label="exact")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(r"noise level $\sigma$ (P1 timesteps)")
+            ax.set_ylabel("output SNR, test inputs")
+            ax.set_title(f"MLP width {W}, step {last_step}, seed mean")
+            ax.legend()
+        fig.tight_layout()
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "mlp_memorization_curves")
+
+        # Figure 3: the peak over training against memorisation (the early-stopping signal).
+        fig, axes = _panels(len(widths) + 1, 2.6)
+        for ax, W in zip(axes, widths):
+            ax2 = ax.twinx()
+            for N in Ns:
+                sel = [r for r in models if int(r["width"]) == W and int(r["N"]) == N]
+                steps = sorted({int(r["step"]) for r in sel})
+                g = [np.mean([r["peak_gain_test"] for r in sel if int(r["step"]) == s]) for s in steps]
+                c = [np.mean([r["copy_fraction"] for r in sel if int(r["step"]) == s]) for s in steps]
+                ax.plot(steps, g, marker="o", color=colour(N), label=f"N = {N}")
+                ax2.plot(steps, c, marker="x", ls=":", color=colour(N))
+            ax.axhline(1.0, color="k", lw=0.8, ls=":")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("peak gain (solid, o)")
+            ax2.set_ylabel("copy fraction (dotted, x)")
+            ax2.set_ylim(-0.03, 1.03)
+            ax.set_title(f"width {W}: peak gain and copying")
+            ax.legend(loc="best")
+        ax = axes[-1]
+        for i, W in enumerate(widths):
+            for N in Ns:
+                sel = sorted((r for r in models if int(r["width"]) == W and int(r["N"]) == N),
+                             key=lambda r: (r["seed"], r["step"]))
+                ax.scatter([r["copy_fraction"] for r in sel], [r["peak_gain_test"] for r in sel],
+                           marker=marker(i), color=colour(N), s=12, alpha=0.8)
+        ax.axhline(1.0, color="k", lw=0.8, ls=":")
+        ax.set_xlabel("copy fraction")
+        ax.set_ylabel("peak gain")
+        ax.set_title("every checkpoint")
+        ax.legend(handles=N_handles + W_handles, loc="best")
+        fig.tight_layout()
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "mlp_memorization_training")
     return paths
 
 

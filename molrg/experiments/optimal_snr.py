@@ -32,13 +32,13 @@ def _check_shape_fields(cfg, names):
 
 @dataclasses.dataclass(frozen=True)
 class OptimalSNRConfig:
-    n: int = 50
-    K: int = 3
-    d: int = 5
-    num_samples: int = 4000
-    sigma: float = 0.3
-    delta: float = 0.2
-    seed: int = 0
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace
+    num_samples: int = 4000  # model samples per point
+    sigma: float = 0.3  # noise level
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    seed: int = 0  # PRNG seed of the mixture, samples and noise
 
     def validate(self):
         _check_shape_fields(self, ("n", "K", "d", "num_samples"))

@@ -70,6 +70,7 @@ import scipy.special
 
 from molrg import peaks, theory
 from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style, plain_log_ticks
 
 # Truncation of the quadrature, looser than molrg.theory's (1e-18 tails, e^-40 margins) because
 # the map runs in float32 (eps ~ 1e-7): neglected terms stay below ~1e-11 relative.
@@ -81,22 +82,22 @@ _MARGIN = 25.0  # u-grid margin (e-folds): integrands beyond it are < e^-25 rela
 class PeakMapConfig:
     """Grid and numerics of the peak map (defaults: 7 d x 9 delta x 5 K = 315 cells)."""
 
-    ds: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 20)
-    deltas: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
-    Ks: tuple[int, ...] = (2, 3, 5, 10, 20)
-    sigma_lo: float = 1e-4
-    sigma_hi: float = 1e3
-    num_grid: int = 16
-    num_stages: int = 4
-    panel_width: float = 4.0
-    nodes_per_panel: int = 8
-    u_step: float = 0.5
-    interior_tol: float = 1e-4  # relative gain over both limits needed to call a peak interior (float32
-    # quadrature error near the peak is ~1e-5 relative, see the module docstring)
-    dtype: str = "float32"
+    ds: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 20)  # subspace dimensions of the map
+    deltas: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)  # detail levels of the map
+    Ks: tuple[int, ...] = (2, 3, 5, 10, 20)  # numbers of classes of the map
+    sigma_lo: float = 1e-4  # lower end of the peak search's first grid
+    sigma_hi: float = 1e3  # upper end of the peak search's first grid
+    num_grid: int = 16  # log-spaced noise levels per stage of the peak search
+    num_stages: int = 4  # zoom stages of the peak search
+    panel_width: float = 4.0  # quadrature: width of a Gauss panel over the chi-square/2 range
+    nodes_per_panel: int = 8  # quadrature: Gauss nodes per panel
+    u_step: float = 0.5  # quadrature: step of the grid over the log Laplace variable
+    # interior_tol: float32 quadrature error near the peak is ~1e-5 relative (module docstring)
+    interior_tol: float = 1e-4  # relative gain over both limits needed to call a peak interior
+    dtype: str = "float32"  # precision of the map: float32 or float64
     compare_approx: bool = True  # also locate the peak of Theorem 1's approximate SNR
     num_law_samples: int = 1 << 14  # chi-square draws per (d, K) for the laws' constants
-    seed: int = 0
+    seed: int = 0  # PRNG seed of the laws' chi-square draws
 
     def validate(self):
         if not self.ds or min(self.ds) < 1:
@@ -539,108 +540,117 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
         return out
 
     paths = []
-    for key, stem, label in (("sigma_star", "peak_map_sigma_star", r"peak noise level $\sigma^*$"),
-                             ("gain", "peak_map_gain", r"peak gain SNR$^*$ / max(SNR$(0^+)$, SNR$(\infty)$)")):
-        values = np.array([r[key] for r in rows if _flag(r["interior"])])
-        norm = LogNorm(vmin=values.min(), vmax=values.max()) if len(values) else None
-        fig, axes = plt.subplots(1, len(Ks), figsize=(3.2 * len(Ks) + 1.0, 3.4), sharey=True,
-                                 squeeze=False)
-        im = None
-        for ax, K in zip(axes[0], Ks):
-            g = grid(key, K)
-            ax.imshow(np.ones_like(g), cmap="Greys", vmin=0, vmax=5, origin="lower", aspect="auto")
-            im = ax.imshow(g, norm=norm, cmap="viridis", origin="lower", aspect="auto")
-            none_i, none_j = np.nonzero(np.isnan(g))
-            ax.plot(none_j, none_i, "x", color="0.35", ms=5, ls="none")
-            ax.set_xticks(range(len(deltas)), [f"{v:g}" for v in deltas], rotation=60, fontsize=7)
-            ax.set_yticks(range(len(ds)), [str(v) for v in ds], fontsize=7)
-            ax.set_xlabel(r"detail level $\delta$")
-            ax.set_title(f"K = {K}", fontsize=9)
-        axes[0][0].set_ylabel("subspace dimension d")
-        if im is not None:
-            fig.colorbar(im, ax=list(axes[0]), label=label, shrink=0.9)
-        fig.suptitle(f"{label} of the exact SNR (grey x: no interior peak)", fontsize=10)
-        paths += save_figure(fig, fig_dir, stem)
+    with paper_style():
+        for key, stem, label in (("sigma_star", "peak_map_sigma_star", r"peak noise level $\sigma^*$"),
+                                 ("gain", "peak_map_gain", "peak gain SNR$^*$ /\nmax(SNR$(0^+)$, SNR$(\\infty)$)")):
+            values = np.array([r[key] for r in rows if _flag(r["interior"])])
+            norm = LogNorm(vmin=values.min(), vmax=values.max()) if len(values) else None
+            # Constrained layout places the suptitle above the panel titles and the colour bar.
+            fig, axes = plt.subplots(1, len(Ks), figsize=(min(FULL_WIDTH, 1.25 * len(Ks) + 1.3), 2.5),
+                                     sharey=True, squeeze=False, layout="constrained")
+            im = None
+            for ax, K in zip(axes[0], Ks):
+                g = grid(key, K)
+                ax.imshow(np.ones_like(g), cmap="Greys", vmin=0, vmax=5, origin="lower", aspect="auto")
+                im = ax.imshow(g, norm=norm, cmap="viridis", origin="lower", aspect="auto")
+                none_i, none_j = np.nonzero(np.isnan(g))
+                ax.plot(none_j, none_i, "x", color="0.35", ms=3.5, ls="none")
+                ax.set_xticks(range(len(deltas)), [f"{v:g}" for v in deltas], rotation=90)
+                ax.set_yticks(range(len(ds)), [str(v) for v in ds])
+                ax.set_xlabel(r"detail level $\delta$")
+                ax.set_title(f"K = {K}")
+            axes[0][0].set_ylabel("subspace dimension d")
+            if im is not None:
+                bar = fig.colorbar(im, ax=list(axes[0]), label=label, shrink=0.9)
+                plain_log_ticks(bar.ax, "y")  # decades only: minor 3x10^1 labels crowd a short bar
+            # One line fits a full-width figure; a narrow one (few K) breaks it in two.
+            sep = " " if fig.get_figwidth() >= 6 else "\n"
+            fig.suptitle(f"{label.replace(chr(10), ' ')}{sep}of the exact SNR (grey x: no interior peak)")
+            mark_quick(fig, res)
+            paths += save_figure(fig, fig_dir, stem)
 
-    # Laws figure.
-    fig, ax = plt.subplots(2, 2, figsize=(11, 8.5))
-    K_show = 3 if 3 in Ks else Ks[0]
-    colors = plt.cm.plasma(np.linspace(0, 0.85, len(ds)))
-    a = ax[0, 0]
-    for d, col in zip(ds, colors):
-        sub = [r for r in rows if int(r["d"]) == d and int(r["K"]) == K_show]
-        inn = [r for r in sub if _flag(r["interior"])]
-        a.loglog([r["delta"] for r in inn], [r["sigma_star"] for r in inn], "o", color=col, label=f"d={d}")
-        dl = np.geomspace(min(deltas), max(deltas), 60)
-        c = next(x["c"] for x in laws["asymptotic_constants"] if x["d"] == d and x["K"] == K_show)
-        dc = next(x["delta_c"] for x in laws["critical_delta"] if x["d"] == d and x["K"] == K_show)
-        sa, _ = asymptotic_peak(dl, d, c)
-        a.loglog(dl[dl < dc], sa[dl < dc], "-", color=col, lw=1)
-        appr = [r for r in sub if _flag(r["approx_interior"])]
-        a.loglog([r["delta"] for r in appr], [r["approx_sigma_star"] for r in appr], "x", color=col, ms=4)
-        a.axvline(dc, color=col, ls=":", lw=0.8)
-    a.set_xlabel(r"detail level $\delta$")
-    a.set_ylabel(r"peak noise level $\sigma^*$")
-    a.set_title(f"K = {K_show}: exact (o), Theorem 1 (x), small-$\\delta$ law (line), $\\delta_c$ (dotted)",
-                fontsize=8)
-    a.legend(fontsize=7, ncol=2)
+        # Laws figure.
+        fig, ax = plt.subplots(2, 2, figsize=(FULL_WIDTH, 5.8), layout="constrained")
+        K_show = 3 if 3 in Ks else Ks[0]
+        colors = plt.cm.plasma(np.linspace(0, 0.85, len(ds)))
+        a = ax[0, 0]
+        for d, col in zip(ds, colors):
+            sub = [r for r in rows if int(r["d"]) == d and int(r["K"]) == K_show]
+            inn = [r for r in sub if _flag(r["interior"])]
+            a.loglog([r["delta"] for r in inn], [r["sigma_star"] for r in inn], "o", color=col, ms=3.5,
+                     label=f"d={d}")
+            dl = np.geomspace(min(deltas), max(deltas), 60)
+            c = next(x["c"] for x in laws["asymptotic_constants"] if x["d"] == d and x["K"] == K_show)
+            dc = next(x["delta_c"] for x in laws["critical_delta"] if x["d"] == d and x["K"] == K_show)
+            sa, _ = asymptotic_peak(dl, d, c)
+            a.loglog(dl[dl < dc], sa[dl < dc], "-", color=col, lw=1)
+            appr = [r for r in sub if _flag(r["approx_interior"])]
+            a.loglog([r["delta"] for r in appr], [r["approx_sigma_star"] for r in appr], "x", color=col, ms=3.5)
+            a.axvline(dc, color=col, ls=":", lw=0.8)
+        a.set_xlabel(r"detail level $\delta$")
+        a.set_ylabel(r"peak noise level $\sigma^*$")
+        a.set_title(f"K = {K_show}: exact (o), Theorem 1 (x),\nsmall-$\\delta$ law (line), $\\delta_c$ (dotted)")
+        a.legend(ncol=2)
 
-    a = ax[0, 1]
-    inn = [r for r in rows if _flag(r["interior"])]
-    if "power_law" in laws:
-        meas = np.array([r["sigma_star"] for r in inn])
-        pred = np.array([r["power_law_sigma"] for r in inn])
-        sc = a.scatter(meas, pred, c=np.log10([r["delta"] for r in inn]), s=10, cmap="viridis")
-        lim = [min(meas.min(), pred.min()) * 0.8, max(meas.max(), pred.max()) * 1.25]
-        a.loglog(lim, lim, "k--", lw=0.8, label="y = x")
-        p = laws["power_law"]
-        a.set_title(f"free power law: R$^2$ = {p['r2']:.3f}, worst factor {math.exp(p['max_abs_residual']):.2f}",
-                    fontsize=9)
-        fig.colorbar(sc, ax=a, label=r"$\log_{10}\delta$")
-        a.legend(fontsize=8)
-    a.set_xlabel(r"measured $\sigma^*$ (exact SNR)")
-    a.set_ylabel(r"power-law fit $c\,\delta^a d^b K^c$")
+        a = ax[0, 1]
+        inn = [r for r in rows if _flag(r["interior"])]
+        if "power_law" in laws:
+            meas = np.array([r["sigma_star"] for r in inn])
+            pred = np.array([r["power_law_sigma"] for r in inn])
+            sc = a.scatter(meas, pred, c=np.log10([r["delta"] for r in inn]), s=8, cmap="viridis")
+            lim = [min(meas.min(), pred.min()) * 0.8, max(meas.max(), pred.max()) * 1.25]
+            a.loglog(lim, lim, "k--", lw=0.8, label="y = x")
+            p = laws["power_law"]
+            a.set_title(f"free power law: R$^2$ = {p['r2']:.3f},\nworst factor {math.exp(p['max_abs_residual']):.2f}")
+            fig.colorbar(sc, ax=a, label=r"$\log_{10}\delta$")
+            a.legend()
+        a.set_xlabel(r"measured $\sigma^*$ (exact SNR)")
+        a.set_ylabel(r"power-law fit $c\,\delta^a d^b K^c$")
 
-    a = ax[1, 0]
-    for K, col in zip(Ks, plt.cm.viridis(np.linspace(0, 0.9, len(Ks)))):
-        crit = [x for x in laws["critical_delta"] if x["K"] == K]
-        a.errorbar([x["d"] for x in crit], [x["delta_c"] for x in crit], yerr=[x["delta_c_stderr"] for x in crit],
-                   fmt="-", color=col, label=f"$\\delta_c$, K={K}", lw=1)
-    for peak in (True, False):
-        for agree in (True, False):
-            sub = [r for r in rows if _flag(r["interior"]) == peak
-                   and (_flag(r["predicted_interior"]) == peak) == agree]
-            shift = np.array([(Ks.index(int(r["K"])) - (len(Ks) - 1) / 2) * 0.03 for r in sub])
-            a.plot(np.array([r["d"] for r in sub]) * (1 + shift), [r["delta"] for r in sub],
-                   "o" if peak else "x", ms=3, ls="none", color="tab:green" if agree else "tab:red")
-    a.set_xscale("log")
-    a.set_xlabel("subspace dimension d")
-    a.set_ylabel(r"detail level $\delta$")
-    a.set_title(f"existence: peak iff $\\delta<\\delta_c(d,K)$; o peak, x none; red = law disagrees "
-                f"({100 * laws['existence_agreement']:.1f}% agree)", fontsize=8)
-    a.legend(fontsize=7)
+        a = ax[1, 0]
+        for K, col in zip(Ks, plt.cm.viridis(np.linspace(0, 0.9, len(Ks)))):
+            crit = [x for x in laws["critical_delta"] if x["K"] == K]
+            a.errorbar([x["d"] for x in crit], [x["delta_c"] for x in crit], yerr=[x["delta_c_stderr"] for x in crit],
+                       fmt="-", color=col, label=f"$\\delta_c$, K={K}", lw=1)
+        for peak in (True, False):
+            for agree in (True, False):
+                sub = [r for r in rows if _flag(r["interior"]) == peak
+                       and (_flag(r["predicted_interior"]) == peak) == agree]
+                shift = np.array([(Ks.index(int(r["K"])) - (len(Ks) - 1) / 2) * 0.03 for r in sub])
+                a.plot(np.array([r["d"] for r in sub]) * (1 + shift), [r["delta"] for r in sub],
+                       "o" if peak else "x", ms=3, ls="none", color="tab:green" if agree else "tab:red")
+        a.set_xscale("log")
+        a.set_xlabel("subspace dimension d")
+        a.set_ylabel(r"detail level $\delta$")
+        a.set_title(f"existence: peak iff $\\delta<\\delta_c(d,K)$; o peak, x none;\nred: the law disagrees "
+                    f"({100 * laws['existence_agreement']:.1f}% agree)")
+        # Room above the top row of cells (delta < 1) for the legend, so it covers none.
+        a.set_ylim(-0.03, 1.22)
+        a.legend(loc="upper center", ncol=3, handlelength=1.5, columnspacing=0.8, labelspacing=0.2)
 
-    a = ax[1, 1]
-    cells = res["arrays"]["cells"]
-    d_show = 5 if 5 in ds else ds[len(ds) // 2]
-    for dl, col in zip(deltas, plt.cm.cividis(np.linspace(0, 0.9, len(deltas)))):
-        idx = [i for i, c in enumerate(cells) if c[0] == d_show and c[2] == K_show and c[1] == dl]
-        if not idx:
-            continue
-        i = idx[0]
-        lim0 = 1.0 / ((K_show - 1) * dl**2)
-        t, y = res["arrays"]["searched_log_sigma"][i].ravel(), res["arrays"]["searched_snr"][i].ravel()
-        order = np.argsort(t)
-        a.semilogx(np.exp(t[order]), y[order] / lim0, ".-", color=col, ms=3, lw=1.2, label=f"$\\delta$={dl:g}")
-        a.semilogx(res["arrays"]["fine_sigma"], res["arrays"]["approx_curves"][i] / lim0, ":", color=col, lw=1)
-    a.axhline(1.0, color="gray", lw=0.6)
-    a.set_yscale("log")
-    a.set_xlabel(r"noise level $\sigma$")
-    a.set_ylabel(r"SNR / SNR$(\sigma\to 0)$")
-    a.set_title(f"d={d_show}, K={K_show}: exact (solid; points = peak search), Theorem 1 (dotted)", fontsize=9)
-    a.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths += save_figure(fig, fig_dir, "peak_map_laws")
+        a = ax[1, 1]
+        cells = res["arrays"]["cells"]
+        d_show = 5 if 5 in ds else ds[len(ds) // 2]
+        for dl, col in zip(deltas, plt.cm.cividis(np.linspace(0, 0.9, len(deltas)))):
+            idx = [i for i, c in enumerate(cells) if c[0] == d_show and c[2] == K_show and c[1] == dl]
+            if not idx:
+                continue
+            i = idx[0]
+            lim0 = 1.0 / ((K_show - 1) * dl**2)
+            t, y = res["arrays"]["searched_log_sigma"][i].ravel(), res["arrays"]["searched_snr"][i].ravel()
+            order = np.argsort(t)
+            a.semilogx(np.exp(t[order]), y[order] / lim0, ".-", color=col, ms=2.5, lw=1.0, label=f"$\\delta$={dl:g}")
+            a.semilogx(res["arrays"]["fine_sigma"], res["arrays"]["approx_curves"][i] / lim0, ":", color=col, lw=1)
+        a.axhline(1.0, color="gray", lw=0.6)
+        a.set_yscale("log")
+        a.set_xlabel(r"noise level $\sigma$")
+        a.set_ylabel(r"SNR / SNR$(\sigma\to 0)$")
+        a.set_title(f"d={d_show}, K={K_show}: exact (solid; points: peak search),\nTheorem 1 (dotted)")
+        # Three empty decades under the lowest curve hold the legend, so it covers none.
+        a.set_ylim(bottom=a.get_ylim()[0] * 1e-3)
+        a.legend(loc="lower right", ncol=3, handlelength=1.2, columnspacing=0.6, labelspacing=0.15)
+        mark_quick(fig, res)
+        paths += save_figure(fig, fig_dir, "peak_map_laws")
     return paths
 
 

@@ -74,6 +74,7 @@ import optax
 import molrg
 from molrg.networks import SubspaceDenoiser
 from molrg.study import Claim, Experiment, Results, load_results, run_sweep, save_figure, sweepable
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style
 from molrg.subspaces import k_subspaces_assign, pca, subspace_error
 from molrg.schedules import LogUniformNoise
 from molrg.training import fit
@@ -146,16 +147,16 @@ class PhaseTransitionPoint:
     Static: n, K, d_max, N_max, restarts, iterations, threshold. Numeric: d, N, seed.
     """
 
-    n: int = 48
-    K: int = 2
-    d: int = 2
-    N: int = 2
-    seed: int = 0
-    d_max: int = 8
-    N_max: int = 15
-    restarts: int = 16
-    iterations: int = 20
-    threshold: float = 0.1
+    n: int = 48  # ambient dimension
+    K: int = 2  # number of classes (subspaces)
+    d: int = 2  # subspace dimension of the cell
+    N: int = 2  # samples per class of the cell
+    seed: int = 0  # PRNG seed of the subspaces and samples
+    d_max: int = 8  # bases drawn with d_max columns (static shape); the first d are the subspace
+    N_max: int = 15  # samples drawn per class (static shape); the first N are used
+    restarts: int = 16  # K-subspaces: random orthonormal starts
+    iterations: int = 20  # K-subspaces: steps per start
+    threshold: float = 0.1  # success: subspace error below this
 
     def validate(self):
         _validate_common(self)
@@ -223,18 +224,18 @@ class PhaseTransitionNetPoint:
     sigma log-uniform in ``[sigma_min, sigma_max]``.
     """
 
-    n: int = 48
-    K: int = 1
-    d: int = 2
-    N: int = 2
-    seed: int = 0
-    learning_rate: float = 1e-2
-    d_max: int = 8
-    N_max: int = 15
-    train_steps: int = 1000
-    sigma_min: float = 0.01
-    sigma_max: float = 0.3
-    threshold: float = 0.1
+    n: int = 48  # ambient dimension
+    K: int = 1  # number of classes (subspaces)
+    d: int = 2  # subspace dimension of the cell
+    N: int = 2  # samples per class of the cell
+    seed: int = 0  # PRNG seed of the subspaces, samples, initialisation and noise
+    learning_rate: float = 1e-2  # Adam's peak learning rate (cosine decay to 1e-3 of it)
+    d_max: int = 8  # bases drawn with d_max columns (static shape); the first d are the subspace
+    N_max: int = 15  # samples drawn per class (static shape); the first N are used
+    train_steps: int = 1000  # full-batch Adam steps
+    sigma_min: float = 0.01  # training noise levels: log-uniform from sigma_min ...
+    sigma_max: float = 0.3  # ... to sigma_max
+    threshold: float = 0.1  # success: subspace error below this
 
     def validate(self):
         _validate_common(self)
@@ -280,22 +281,22 @@ PHASE_TRANSITION_NET = sweepable(
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class PhaseTransitionConfig:
-    n: int = 48
-    K_values: tuple[int, ...] = (1, 2, 3)
-    d_values: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    N_values: tuple[int, ...] = tuple(range(2, 16))
-    num_seeds: int = 10
-    restarts: int = 16
-    iterations: int = 20
-    threshold: float = 0.1
+    n: int = 48  # ambient dimension
+    K_values: tuple[int, ...] = (1, 2, 3)  # numbers of classes of the grid
+    d_values: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)  # subspace dimensions of the grid
+    N_values: tuple[int, ...] = tuple(range(2, 16))  # samples per class of the grid
+    num_seeds: int = 10  # seeds per cell (success rate = fraction of seeds)
+    restarts: int = 16  # K-subspaces: random orthonormal starts
+    iterations: int = 20  # K-subspaces: steps per start
+    threshold: float = 0.1  # success: subspace error below this
     success_level: float = 0.5  # the boundary: smallest N whose success rate reaches this
     train_steps: int = 1000  # > 0: also train P0's network on net_K_values x net_d_values
-    net_K_values: tuple[int, ...] = (1, 2)
-    net_d_values: tuple[int, ...] = (4,)
-    net_seeds: int = 10
-    learning_rate: float = 1e-2
-    sigma_min: float = 0.01
-    sigma_max: float = 0.3
+    net_K_values: tuple[int, ...] = (1, 2)  # K values of the trained-network cells
+    net_d_values: tuple[int, ...] = (4,)  # d values of the trained-network cells
+    net_seeds: int = 10  # seeds per trained-network cell
+    learning_rate: float = 1e-2  # the network's Adam peak learning rate
+    sigma_min: float = 0.01  # the network's training noise levels: log-uniform from sigma_min ...
+    sigma_max: float = 0.3  # ... to sigma_max
     sweep_dir: str = ""  # keep the sweep folders here (resumable); empty: a temporary folder
 
     def validate(self):
@@ -429,17 +430,21 @@ def run(cfg: PhaseTransitionConfig, verbose: bool = True) -> Results:
 
 
 def plot(results_dir: str, fig_dir: str) -> list[str]:
+    with paper_style():
+        return _plot(load_results(results_dir), fig_dir)
+
+
+def _plot(res: dict, fig_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
-    res = load_results(results_dir)
     cells = res["tables"]["cells"]
     bounds = res["tables"]["boundary"]
     methods = [m for m in ("pca", "ksub", "net") if any(c["method"] == m for c in cells)]
     labels = {"pca": "class PCA (labels known; = P0 net optimum for K=1)",
               "ksub": "K-subspaces (no labels)", "net": "P0 network, trained"}
     Ks = sorted({int(c["K"]) for c in cells})
-    fig, axes = plt.subplots(len(methods), len(Ks), figsize=(3.6 * len(Ks), 3.0 * len(methods)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(methods), len(Ks), figsize=(FULL_WIDTH, 1.9 * len(methods) + 0.6),
+                             squeeze=False, layout="constrained")
     level = res["scalars"]["success_level"]
     im = None
     for i, m in enumerate(methods):
@@ -462,21 +467,21 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
             bsel = [b for b in bounds if b["method"] == m and int(b["K"]) == K]
             bx = [b["boundary_N"] for b in bsel]
             by = [b["d"] for b in bsel]
-            ax.plot(bx, by, "r.", ms=8, label=f"rate $\\geq$ {level:g}")
+            ax.plot(bx, by, "r.", ms=6, label=f"rate $\\geq$ {level:g}")
             ax.set_xlim(Ns[0] - 0.5, Ns[-1] + 0.5)
             ax.set_ylim(ds[0] - 0.5, ds[-1] + 0.5)
-            ax.set_title(f"{labels[m].split(' (')[0]}, K={K}", fontsize=9)
+            ax.set_title(f"{labels[m].split(' (')[0]}, K={K}")
             if i == len(methods) - 1:
                 ax.set_xlabel("samples per class $N_k$")
             if j == 0:
                 ax.set_ylabel("subspace dim $d_k$")
             if i == 0 and j == 0:
-                ax.legend(fontsize=7, loc="upper left")
+                ax.legend(loc="upper left")
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label="success rate")
     thr = res["scalars"]["threshold"]
-    fig.suptitle(f"P0 phase transition (n={res['manifest']['config']['n']}, success: error < {thr:g})",
-                 fontsize=10)
+    fig.suptitle(f"P0 phase transition (n={res['manifest']['config']['n']}, success: error < {thr:g})")
+    mark_quick(fig, res)
     return save_figure(fig, fig_dir, "phase_transition")
 
 

@@ -56,6 +56,7 @@ import numpy as np
 import molrg
 from molrg import metrics, probes, schedules
 from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style
 
 FEATURES = ("denoiser", "input")
 
@@ -64,24 +65,24 @@ FEATURES = ("denoiser", "input")
 class ProbesConfig:
     """P1 Fig. 3 setting; empty ``sigmas`` means P1's DDPM timesteps {5, ..., 280} of T = 500."""
 
-    n: int = 50
-    K: int = 3
-    d: int = 5
-    delta: float = 0.2
-    num_train: int = 12_000
-    num_test_sets: int = 5
+    n: int = 50  # ambient dimension
+    K: int = 3  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
+    num_train: int = 12_000  # training split of the probes and the projection classifier
+    num_test_sets: int = 5  # test sets per repeat
     num_test: int = 9_000  # per test set
-    sigmas: tuple[float, ...] = ()
-    features: tuple[str, ...] = FEATURES
-    probe_steps: int = 150
-    probe_l2: float = 1e-3
+    sigmas: tuple[float, ...] = ()  # noise levels; empty: P1's DDPM timesteps
+    features: tuple[str, ...] = FEATURES  # features classified: denoiser output, input x_t
+    probe_steps: int = 150  # most L-BFGS steps of a linear probe
+    probe_l2: float = 1e-3  # L2 penalty of the linear probe's weights
     # Stop L-BFGS at this gradient norm: in float32 the objective stalls near 3e-4 after a few
     # steps, and running on to the step cap changed no accuracy by more than 5e-4 (measured).
-    probe_gtol: float = 1e-3
-    rank: int = 5
-    z: float = 3.0
-    num_repeats: int = 3
-    seed: int = 0
+    probe_gtol: float = 1e-3  # L-BFGS stops at this gradient norm
+    rank: int = 5  # rank of the projection classifier's class subspaces
+    z: float = 3.0  # significance multiplier (standard errors) of the unimodality verdicts
+    num_repeats: int = 3  # independent repeats (new mixture, split, test sets, noise)
+    seed: int = 0  # PRNG seed of the repeats
 
     def validate(self):
         if self.K < 2:
@@ -330,36 +331,51 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     rows = res["tables"]["probes"]
     chance = res["scalars"]["chance"]
     verdicts = res["scalars"]["verdicts"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {("bayes", "x_t"): ("k", "-", "s", "Bayes argmax p(k|x_t)"),
-              ("projection", "denoiser"): ("tab:blue", "-", "o", "projection clf., denoiser output"),
-              ("projection", "input"): ("tab:blue", "--", "^", "projection clf., x_t"),
-              ("linear_probe", "denoiser"): ("tab:red", "-", "o", "linear probe, denoiser output"),
-              ("linear_probe", "input"): ("tab:red", "--", "^", "linear probe, x_t")}
-    for (curve, feature), (col, ls, mk, label) in styles.items():
-        sub = [r for r in rows if r["curve"] == curve and r["feature"] == feature]
-        if not sub:
-            continue
-        v = verdicts[f"{curve}/{feature}"]["verdict"]
-        a.errorbar([r["sigma"] for r in sub], [r["accuracy"] for r in sub], yerr=[r["stderr"] for r in sub],
-                   color=col, ls=ls, marker=mk, ms=4, capsize=2, label=f"{label} [{v}]")
-    a.axhline(chance, color="gray", lw=0.8, ls=":", label="chance 1/K")
-    a.set_xscale("log")
-    a.set_xlabel(r"noise level $\sigma$")
-    a.set_ylabel("test accuracy (mean over repeats, bars: s.e.)")
-    a.set_title("classifiers on features of the optimal denoiser", fontsize=10)
-    a.legend(fontsize=7)
-    sub = [r for r in rows if r["curve"] == "snr"]
-    b.errorbar([r["sigma"] for r in sub], [r["snr"] for r in sub], yerr=[r["stderr"] for r in sub],
-               marker="o", ms=4, capsize=2, color="tab:green",
-               label=f"SNR of E[x0|x_t] [{verdicts['snr/denoiser']['verdict']}]")
-    b.set_xscale("log")
-    b.set_xlabel(r"noise level $\sigma$")
-    b.set_ylabel("SNR (P1 Definition 1)")
-    b.set_title("reference: SNR of the same denoiser outputs", fontsize=10)
-    b.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, fig_dir, "probes")
+    # The Bayes classifier and the projection classifier on the denoiser output agree to the
+    # width of a line: Bayes is drawn last, on top, as a dashed black line with large open
+    # squares, so both stay visible where they coincide.
+    styles = {("projection", "denoiser"): dict(color="tab:blue", ls="-", marker="o", ms=3, zorder=2,
+                                               label="projection clf., $E[x_0|x_t]$"),
+              ("projection", "input"): dict(color="tab:blue", ls="--", marker="^", ms=3, zorder=2,
+                                            label="projection clf., $x_t$"),
+              ("linear_probe", "denoiser"): dict(color="tab:red", ls="-", marker="o", ms=3, zorder=2,
+                                                 label="linear probe, $E[x_0|x_t]$"),
+              ("linear_probe", "input"): dict(color="tab:red", ls="--", marker="^", ms=3, zorder=2,
+                                              label="linear probe, $x_t$"),
+              ("bayes", "x_t"): dict(color="k", ls=(0, (3, 2)), lw=1.0, marker="s", ms=6, mfc="none", mew=0.9,
+                                     zorder=5, label="Bayes argmax $p(k|x_t)$")}
+    with paper_style():
+        fig, (a, b) = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.6), gridspec_kw=dict(width_ratios=(1.3, 1)))
+        for (curve, feature), style in styles.items():
+            sub = [r for r in rows if r["curve"] == curve and r["feature"] == feature]
+            if not sub:
+                continue
+            v = verdicts[f"{curve}/{feature}"]["verdict"]
+            a.errorbar([r["sigma"] for r in sub], [r["accuracy"] for r in sub], yerr=[r["stderr"] for r in sub],
+                       capsize=1.5, **{**style, "label": f"{style['label']} [{v}]"})
+        a.axhline(chance, color="gray", lw=0.8, ls=":", label="chance 1/K", zorder=1)
+        a.set_xscale("log")
+        a.set_xlabel(r"noise level $\sigma$")
+        a.set_ylabel("test accuracy (bars: s.e.)")
+        a.set_title("classifiers on features of the optimal denoiser")
+        handles, labels = a.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: (not labels[i].startswith("Bayes"), i))
+        fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper center",
+                   bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
+        sub = [r for r in rows if r["curve"] == "snr"]
+        b.errorbar([r["sigma"] for r in sub], [r["snr"] for r in sub], yerr=[r["stderr"] for r in sub],
+                   marker="o", ms=3, capsize=1.5, color="tab:green",
+                   label=f"SNR of $E[x_0|x_t]$ [{verdicts['snr/denoiser']['verdict']}]")
+        b.set_xscale("log")
+        b.set_xlabel(r"noise level $\sigma$")
+        b.set_ylabel("SNR (P1 Definition 1)")
+        b.set_title("reference: SNR of the same outputs")
+        top = max(r["snr"] + r["stderr"] for r in sub) if sub else 1.0
+        b.set_ylim(0.0, 1.3 * top)  # headroom: the legend sits above the curve, never on its peak
+        b.legend(loc="upper right")
+        fig.tight_layout()
+        mark_quick(fig, res)
+        return save_figure(fig, fig_dir, "probes")
 
 
 def claims(results: dict) -> list[Claim]:

@@ -46,7 +46,7 @@ import molrg
 from molrg.metrics import sampled_snr, unimodality
 from molrg.schedules import PAPER_SIGMAS
 from molrg.study import Claim, Experiment, Progress, Results, atomic_write, load_results, save_figure
-from molrg.study.plotting import plain_log_ticks
+from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style, plain_log_ticks
 
 VARIANTS = ("orthogonal", "overlap30", "unequal_ranks", "unequal_weights", "separated_means")
 _Z = 4.0  # two-sided agreement bound in standard errors (false alarm ~6e-5 per comparison)
@@ -58,18 +58,18 @@ _LABELS = {"orthogonal": "orthogonal (baseline)", "overlap30": "30° overlap", "
 
 @dataclasses.dataclass(frozen=True)
 class RelaxationsConfig:
-    n: int = 50
-    K: int = 2
-    d: int = 5
-    delta: float = 0.2
+    n: int = 50  # ambient dimension
+    K: int = 2  # number of classes (subspaces)
+    d: int = 5  # dimension of each class's subspace (all variants but unequal_ranks)
+    delta: float = 0.2  # scale of the class-irrelevant detail on the other subspaces
     num_samples: int = 30_000  # per noise level and variant
-    sigmas: tuple[float, ...] = PAPER_SIGMAS
+    sigmas: tuple[float, ...] = PAPER_SIGMAS  # noise levels (P1's)
     angle: float = 30.0  # principal angle (degrees) of the overlap variant
-    ranks: tuple[int, ...] = (10, 2)
-    weights: tuple[float, ...] = (0.8, 0.2)
+    ranks: tuple[int, ...] = (10, 2)  # subspace dimensions of the unequal_ranks variant
+    weights: tuple[float, ...] = (0.8, 0.2)  # class weights of the unequal_weights variant
     mean_radius: float = 3.0  # norm of each class mean in the separated-means variant
-    variants: tuple[str, ...] = VARIANTS
-    seed: int = 0
+    variants: tuple[str, ...] = VARIANTS  # the relaxations computed
+    seed: int = 0  # PRNG seed of the mixtures, samples and noise
 
     def validate(self):
         for f in ("n", "d", "num_samples"):
@@ -258,32 +258,45 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     verdicts = {r["variant"]: r["verdict"] for r in res["tables"]["relaxations_verdicts"]}
     names = [v for v in VARIANTS if v in verdicts]
     K = cfg["K"]
-    fig, axes = plt.subplots(1, 1 + K, figsize=(5.2 * (1 + K), 4.3))
-    for i, name in enumerate(names):
-        r = [x for x in rows if x["variant"] == name]
-        s = np.array([x["sigma"] for x in r])
-        marker = "osD^v"[i % 5]
-        axes[0].errorbar(s, [x["snr"] for x in r], yerr=[x["snr_se"] for x in r], fmt=f"{marker}-", ms=4, capsize=2,
-                         color=f"C{i}", label=f"{_LABELS[name]}: {verdicts[name]}")
+    num = 1 + K
+    cols = min(num, 3)  # at most three panels to a full-width row
+    nrows = -(-num // cols)
+    with paper_style():
+        # One y axis for all panels (the same quantity), labelled once per row.
+        fig, grid = plt.subplots(nrows, cols, figsize=(FULL_WIDTH, 0.9 + 2.3 * nrows), sharey=True, squeeze=False,
+                                 layout="constrained")
+        for ax in grid.flat[num:]:
+            ax.set_visible(False)
+        axes = list(grid.flat[:num])
+        for i, name in enumerate(names):
+            r = [x for x in rows if x["variant"] == name]
+            s = np.array([x["sigma"] for x in r])
+            marker = "osD^v"[i % 5]
+            axes[0].errorbar(s, [x["snr"] for x in r], yerr=[x["snr_se"] for x in r], fmt=f"{marker}-", ms=3,
+                             capsize=1.5, color=f"C{i}", label=f"{_LABELS[name]}: {verdicts[name]}")
+            for k in range(K):
+                axes[1 + k].errorbar(s, [x[f"snr_class{k + 1}"] for x in r],
+                                     yerr=[x[f"snr_class{k + 1}_se"] for x in r], fmt=f"{marker}-", ms=3,
+                                     capsize=1.5, color=f"C{i}", label=_LABELS[name])
+        axes[0].set_title("class-mean SNR\n(verdict at 3 s.e.)")
         for k in range(K):
-            axes[1 + k].errorbar(s, [x[f"snr_class{k + 1}"] for x in r], yerr=[x[f"snr_class{k + 1}_se"] for x in r],
-                                 fmt=f"{marker}-", ms=4, capsize=2, color=f"C{i}", label=_LABELS[name])
-    axes[0].set_title("class-mean SNR (verdict at 3 s.e.)", fontsize=9)
-    for k in range(K):
-        axes[1 + k].set_title(f"class {k + 1} SNR"
-                              + (f" (ranks: d={cfg['ranks'][k]}, weights: {cfg['weights'][k]})" if K == 2 else ""),
-                              fontsize=9)
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        plain_log_ticks(ax)
-        ax.set_xlabel(r"noise level $\sigma$")
-        ax.set_ylabel("SNR of $E[x_0\\,|\\,x_t]$ (P1 Def. 1, $\\pm$1 s.e.)")
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"Relaxing Assumption 1: K={K}, n={cfg['n']}, d={cfg['d']}, $\\delta$={cfg['delta']}, "
-                 f"{cfg['num_samples']:,} samples per point", fontsize=10)
-    fig.tight_layout()
-    paths = save_figure(fig, fig_dir, "relaxations")
+            axes[1 + k].set_title(f"class {k + 1} SNR"
+                                  + (f"\n(ranks: d={cfg['ranks'][k]}, weights: {cfg['weights'][k]})" if K == 2
+                                     else ""))
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            plain_log_ticks(ax)
+            ax.set_xlabel(r"noise level $\sigma$")
+        for ax in grid[:, 0]:
+            ax.set_ylabel("SNR of $E[x_0\\,|\\,x_t]$\n(P1 Def. 1, $\\pm$1 s.e.)")
+        # Under the panels: the verdicts are long, and inside a panel they would cover curves.
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False)
+        fig.suptitle(f"Relaxing Assumption 1: K={K}, n={cfg['n']}, d={cfg['d']}, $\\delta$={cfg['delta']}, "
+                     f"{cfg['num_samples']:,} samples per point")
+        mark_quick(fig, res)
+        paths = save_figure(fig, fig_dir, "relaxations")
     md_path = os.path.join(fig_dir, "relaxations_table.md")
     with atomic_write(md_path, fsync=False) as fh:
         fh.write(res["scalars"]["markdown"] + "\n")
