@@ -644,8 +644,8 @@ class Unimodality:
       peak_value: y at the maximum.
       gain_left: y_peak - y[0] (>= 0).
       gain_right: y_peak - y[-1] (>= 0).
-      rel_gain_left: gain_left / max(|y_peak|, |y[0]|) (0 when both are 0).
-      rel_gain_right: gain_right / max(|y_peak|, |y[-1]|).
+      rel_gain_left: ``gain_left / max(|y_peak|, |y[0]|)`` (0 when both are 0).
+      rel_gain_right: ``gain_right / max(|y_peak|, |y[-1]|)``.
       gain_left_stderr: sqrt(e_peak^2 + e_0^2), 0 when the peak is the left end; None without y_err.
       gain_right_stderr: sqrt(e_peak^2 + e_last^2), likewise.
       range_stderr: standard error of max(y) - min(y); None without y_err.
@@ -670,7 +670,7 @@ def unimodality(
     """Classifies a curve y(x) as an interior peak, monotone, a dip, or flat, given its errors.
 
     Let p = argmax y (first on ties), q = argmin y, e_i = y_err[i] (0 when `y_err` is None), and
-    call a difference `y_i - y_j >= 0` *significant* when both
+    call a difference `y_i - y_j >= 0` *significant* when both::
 
         y_i - y_j > z * sqrt(e_i^2 + e_j^2)   and   (y_i - y_j) / max(|y_i|, |y_j|) >= min_rel_gain
 

@@ -15,7 +15,7 @@ steps; call it under ``jit``/``vmap``, e.g. inside a sweep's point function), an
 :func:`train` / :func:`train_ensemble` are its compiled (and vmapped) drivers, with
 evaluation: a scan over segments of ``eval_every`` steps whose body is a scan over steps
 followed by an evaluation. All randomness of step ``i`` is a function of ``(key, i)``
-only, ``key = jax.random.key(seed)`` for :func:`train`:
+only, ``key = jax.random.key(seed)`` for :func:`train`::
 
     base = key;  init key = fold_in(base, 0)
     minibatch:  epoch e = i // (N // B) takes permutation(fold_in(fold_in(base, 1), e)),
