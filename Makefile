@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
 
-## Every test, slow ones included.
-test-all: $(STAMP)
+## Every test, slow ones included (the docs build among them: it needs the docs extra).
+test-all: $(DOCS_STAMP)
 	$(PY) -m pytest -q
 
 ## The main job.
