@@ -6,8 +6,11 @@ definition (docs/theory.md section 2) with an SVD for the other classes' span.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+
 import numpy as np
 from scipy.stats import multivariate_normal
 
@@ -74,3 +77,14 @@ def make_log_density(mix, sigma, scale=1.0):
         return jax.nn.logsumexp(jnp.stack(terms))
 
     return log_density
+
+
+def same_exactly(a, b) -> bool:
+    """Equal values of equal types (list and tuple alike), NaN equal to NaN; no tolerance."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_exactly(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_exactly(a[k], b[k]) for k in a)
+    if type(a) is not type(b):
+        return False
+    return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b

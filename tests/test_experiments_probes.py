@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import jax
@@ -26,6 +25,7 @@ from molrg import study
 from molrg.experiments import get, peak_map
 from molrg.experiments import probes as probes_exp
 from molrg.study import Claim, apply_overrides, load_results
+from tests.oracle import same_exactly
 
 
 # ------------------------------------------------------------------------------------------
@@ -53,17 +53,6 @@ def runs(tmp_path_factory):
         paths[name] = study.run_experiment(dataclasses.replace(exp, run=run), quick=True, out_dir=str(out),
                                            fig_dir=str(figs), verbose=False)
     return paths, str(figs), memory
-
-
-def _same(a, b) -> bool:
-    """Equal values of equal types (list and tuple alike), NaN equal to NaN; no tolerance."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if type(a) is not type(b):
-        return False
-    return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b
 
 
 @pytest.mark.parametrize("name,tables,stems", [
@@ -125,7 +114,7 @@ def test_claims_survive_the_round_trip_through_saved_results(runs, name):
     assert [c.name for c in saved] == [c.name for c in direct] and saved
     for a, b in zip(saved, direct):
         assert (a.statement, a.tolerance, a.passed) == (b.statement, b.tolerance, b.passed), a.name
-        assert _same(a.measured, b.measured), (a.name, a.measured, b.measured)
+        assert same_exactly(a.measured, b.measured), (a.name, a.measured, b.measured)
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from molrg import study
 from molrg.experiments import fig3_trained as f3
 from molrg.study import Claim, load_results
+from tests.oracle import same_exactly
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +32,6 @@ def run(tmp_path_factory):
     exp = dataclasses.replace(f3.EXPERIMENT, run=capture)
     path = study.run_experiment(exp, quick=True, out_dir=str(out), fig_dir=str(figs), verbose=False)
     return path, str(figs), memory
-
-
-def _same(a, b) -> bool:
-    """Equal values of equal types (list and tuple alike), NaN equal to NaN; no tolerance."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if type(a) is not type(b):
-        return False
-    return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b
 
 
 def test_quick_run_writes_everything(run):
@@ -117,4 +106,4 @@ def test_claims_from_the_saved_results(run):
     assert [c.name for c in claims] == [c.name for c in direct]
     for a, b in zip(claims, direct):
         assert (a.statement, a.tolerance, a.passed) == (b.statement, b.tolerance, b.passed), a.name
-        assert _same(a.measured, b.measured), (a.name, a.measured, b.measured)
+        assert same_exactly(a.measured, b.measured), (a.name, a.measured, b.measured)

@@ -3,7 +3,6 @@ independent references, an end-to-end quick run, and its claims computed from sa
 
 import csv
 import dataclasses
-import math
 import os
 import time
 
@@ -18,6 +17,7 @@ from molrg.experiments import mlp_memorization as mm
 from molrg.study import apply_overrides, load_results
 from molrg.sampling import ddpm_ancestral, default_timesteps, draw_noises
 from molrg.schedules import DDPMLinear, paper_timestep_sigmas
+from tests.oracle import same_exactly
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,17 +216,6 @@ def test_quick_run_writes_results_and_figures(quick_run):
     assert seconds < 60, seconds  # target < 30 s; generous for a loaded 2-core machine
 
 
-def _same(a, b) -> bool:
-    """Equal values of equal types (list and tuple alike), NaN equal to NaN; no tolerance."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if type(a) is not type(b):
-        return False
-    return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b
-
-
 def test_claims_from_saved_results_follow_the_saved_models_table(quick_run):
     """claims(load_results(path)): group sizes and agreement as read off the raw models.csv,
     and the same claims, bit for bit, as from the in-memory results."""
@@ -252,7 +241,7 @@ def test_claims_from_saved_results_follow_the_saved_models_table(quick_run):
     for name, c in got.items():
         d = direct[name]
         assert (c.statement, c.tolerance, c.passed) == (d.statement, d.tolerance, d.passed)
-        assert _same(c.measured, d.measured), (c.measured, d.measured)
+        assert same_exactly(c.measured, d.measured), (c.measured, d.measured)
 
 
 def _planted_results(folder, models):
