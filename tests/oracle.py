@@ -10,7 +10,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-
 import numpy as np
 from scipy.stats import multivariate_normal
 
