@@ -87,3 +87,36 @@ def same_exactly(a, b) -> bool:
     if type(a) is not type(b):
         return False
     return (isinstance(a, float) and math.isnan(a) and math.isnan(b)) or a == b
+
+
+def random_test_mixture(seed, K, d, delta, noise, overlap, with_means):
+    """The random valid MoLRG of the property tests (n = d (K + 1) + 2, float64): Dirichlet
+    weights floored at 0.05, optional means, and subspaces at 40 degrees when ``overlap``."""
+    import molrg
+
+    n = d * (K + 1) + 2
+    keys = jax.random.split(jax.random.key(seed), 3)
+    w = np.asarray(jax.random.dirichlet(keys[1], jnp.ones(K) * 2.0), np.float64) + 0.05
+    w = w / w.sum()
+    means = 0.5 * jax.random.normal(keys[2], (K, n), jnp.float64) if with_means else None
+    angle = 40.0 if (overlap and K > 1) else None
+    return molrg.random_molrg(keys[0], n=n, K=K, d=d, delta=delta, noise=noise, weights=w,
+                              angle=angle, means=means)
+
+
+def run_keeping_results(exp, **kwargs):
+    """``molrg.study.run_experiment(exp, **kwargs)``, also returning what ``run`` returned in
+    memory, in the form :func:`molrg.study.load_results` gives (the reference for round trips)."""
+    import dataclasses
+
+    from molrg import study
+
+    memory = {}
+
+    def run(cfg, verbose=True):
+        res = exp.run(cfg, verbose=verbose)
+        memory.update(manifest={"config": dataclasses.asdict(cfg)}, scalars=res.scalars, tables=res.tables,
+                      arrays=res.arrays)
+        return res
+
+    return study.run_experiment(dataclasses.replace(exp, run=run), **kwargs), memory

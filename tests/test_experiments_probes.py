@@ -10,7 +10,6 @@ their saved results, and must equal the claims of the in-memory results.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -21,11 +20,10 @@ import pytest
 
 import molrg
 from molrg import metrics, probes, theory
-from molrg import study
 from molrg.experiments import get, peak_map
 from molrg.experiments import probes as probes_exp
 from molrg.study import Claim, apply_overrides, load_results
-from tests.oracle import same_exactly
+from tests.oracle import run_keeping_results, same_exactly
 
 
 # ------------------------------------------------------------------------------------------
@@ -42,16 +40,8 @@ def runs(tmp_path_factory):
     figs = tmp_path_factory.mktemp("figures")
     paths, memory = {}, {}
     for name in ("peak_map", "probes"):
-        exp = get(name)
-
-        def run(cfg, verbose=True, exp=exp, name=name):
-            res = exp.run(cfg, verbose=verbose)
-            memory[name] = {"manifest": {"config": dataclasses.asdict(cfg)}, "scalars": res.scalars,
-                            "tables": res.tables, "arrays": res.arrays}
-            return res
-
-        paths[name] = study.run_experiment(dataclasses.replace(exp, run=run), quick=True, out_dir=str(out),
-                                           fig_dir=str(figs), verbose=False)
+        paths[name], memory[name] = run_keeping_results(get(name), quick=True, out_dir=str(out),
+                                                        fig_dir=str(figs), verbose=False)
     return paths, str(figs), memory
 
 

@@ -10,10 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from molrg import study
 from molrg.experiments import fig3_trained as f3
 from molrg.study import Claim, load_results
-from tests.oracle import same_exactly
+from tests.oracle import run_keeping_results, same_exactly
 
 
 @pytest.fixture(scope="module")
@@ -21,16 +20,8 @@ def run(tmp_path_factory):
     """The quick run: ``(results folder, figures folder, in-memory results as load_results gives them)``."""
     out = tmp_path_factory.mktemp("results")
     figs = tmp_path_factory.mktemp("figures")
-    memory = {}
-
-    def capture(cfg, verbose=True):
-        res = f3.run(cfg, verbose=verbose)
-        memory.update(manifest={"config": dataclasses.asdict(cfg)}, scalars=res.scalars, tables=res.tables,
-                      arrays=res.arrays)
-        return res
-
-    exp = dataclasses.replace(f3.EXPERIMENT, run=capture)
-    path = study.run_experiment(exp, quick=True, out_dir=str(out), fig_dir=str(figs), verbose=False)
+    path, memory = run_keeping_results(f3.EXPERIMENT, quick=True, out_dir=str(out), fig_dir=str(figs),
+                                       verbose=False)
     return path, str(figs), memory
 
 

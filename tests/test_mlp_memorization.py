@@ -17,7 +17,7 @@ from molrg.experiments import mlp_memorization as mm
 from molrg.study import apply_overrides, load_results
 from molrg.sampling import ddpm_ancestral, default_timesteps, draw_noises
 from molrg.schedules import DDPMLinear, paper_timestep_sigmas
-from tests.oracle import same_exactly
+from tests.oracle import run_keeping_results, same_exactly
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,17 +183,9 @@ def quick_run(tmp_path_factory):
     out, figs = tmp_path_factory.mktemp("res"), tmp_path_factory.mktemp("fig")
     overrides = {"N_values": "16,64", "widths": "16", "segment_steps": "40", "num_test": "60", "num_seeds": "1",
                  "num_samples": "32", "sample_steps": "10"}
-    memory = {}
-
-    def capture(cfg, verbose=True):
-        res = mm.run(cfg, verbose=verbose)
-        memory.update(manifest={"config": dataclasses.asdict(cfg)}, scalars=res.scalars, tables=res.tables,
-                      arrays=res.arrays)
-        return res
-
     t0 = time.perf_counter()
-    path = study.run_experiment(dataclasses.replace(mm.EXPERIMENT, run=capture), quick=True, overrides=overrides,
-                                out_dir=str(out), fig_dir=str(figs), verbose=False)
+    path, memory = run_keeping_results(mm.EXPERIMENT, quick=True, overrides=overrides, out_dir=str(out),
+                                       fig_dir=str(figs), verbose=False)
     return path, figs, time.perf_counter() - t0, memory
 
 

@@ -17,6 +17,7 @@ from scipy.special import softmax
 
 import molrg
 from molrg import sampling
+from tests.oracle import random_test_mixture
 
 # The stated float32 tolerances (tests/test_posterior.py): |p32 - p64| <= 2e-5 and
 # ||xhat32 - xhat64|| / ||xhat64|| <= 5e-5 for inputs of typical size, sigma in [1e-4, 1e4].
@@ -131,14 +132,7 @@ def test_random_mixtures_float32_matches_float64(seed, K, d, delta, noise, log_s
     P_TOL_LARGE/D_TOL_LARGE for inputs up to 1e6 times their typical size at sigma >= 1."""
     sigma = 10.0**log_sigma
     factor = 10.0**log_factor if sigma >= 1.0 else 1.0
-    n = d * (K + 1) + 2
-    keys = jax.random.split(jax.random.key(seed), 3)
-    w = np.asarray(jax.random.dirichlet(keys[1], jnp.ones(K) * 2.0), np.float64) + 0.05
-    w = w / w.sum()
-    means = 0.5 * jax.random.normal(keys[2], (K, n), jnp.float64) if with_means else None
-    angle = 40.0 if (overlap and K > 1) else None
-    mix = molrg.random_molrg(keys[0], n=n, K=K, d=d, delta=delta, noise=noise, weights=w,
-                             angle=angle, means=means)
+    mix = random_test_mixture(seed, K, d, delta, noise, overlap, with_means)
     finite, p_err, d_err = _errors(mix, *_inputs(mix, sigma, factor, num=50, seed=seed % 1000), sigma)
     assert finite.all()
     p_tol, d_tol = (P_TOL, D_TOL) if factor == 1.0 else (P_TOL_LARGE, D_TOL_LARGE)

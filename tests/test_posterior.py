@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import molrg
-from tests.oracle import dense_posterior_and_denoise, make_log_density
+from tests.oracle import dense_posterior_and_denoise, make_log_density, random_test_mixture
 
 SIGMAS = [1e-3, 0.05, 0.7, 4.0, 300.0]
 
@@ -80,14 +80,7 @@ def test_matches_dense_oracle_per_sample_sigma_and_scale(name):
        delta=st.floats(0.0, 0.9), noise=st.floats(0.0, 0.3), log_sigma=st.floats(-2.5, 2.0),
        overlap=st.booleans(), with_means=st.booleans())
 def test_random_mixtures_match_oracle(seed, K, d, delta, noise, log_sigma, overlap, with_means):
-    n = d * (K + 1) + 2
-    keys = jax.random.split(jax.random.key(seed), 3)
-    w = np.asarray(jax.random.dirichlet(keys[1], jnp.ones(K) * 2.0), np.float64) + 0.05
-    w = w / w.sum()
-    means = 0.5 * jax.random.normal(keys[2], (K, n), jnp.float64) if with_means else None
-    angle = 40.0 if (overlap and K > 1) else None
-    mix = molrg.random_molrg(keys[0], n=n, K=K, d=d, delta=delta, noise=noise, weights=w,
-                             angle=angle, means=means)
+    mix = random_test_mixture(seed, K, d, delta, noise, overlap, with_means)
     sigma = 10.0**log_sigma
     _, _, xt = _noisy(mix, 4, sigma, 1.0, seed=seed % 1000)
     post_ref, den_ref = dense_posterior_and_denoise(mix, xt, sigma)
