@@ -25,10 +25,33 @@ class Claim:
     passed: bool
     figure: str | None = None
     seconds: float = 0.0
+    #: where the claim comes from: "P0", "P1" (the papers) or "molrg" (molrg's own finding or
+    #: conjecture, derived or measured here).
+    source: str | None = None
+    #: the verdict molrg expects ("PASS" or "FAIL") and why; ``molrg check`` exits 1 when a
+    #: verdict differs from its expectation (or a claim states none).
+    expected: str | None = None
+    reason: str = ""
+
+    def __post_init__(self):
+        if self.source is not None and self.source not in SOURCES:
+            raise ValueError(f"Claim {self.name!r}: source must be one of {SOURCES}, got {self.source!r}")
+        if self.expected is not None and self.expected not in ("PASS", "FAIL"):
+            raise ValueError(f"Claim {self.name!r}: expected must be 'PASS' or 'FAIL', got {self.expected!r}")
+        if self.expected == "FAIL" and not self.reason:
+            raise ValueError(f"Claim {self.name!r}: an expected FAIL needs a reason")
 
     @property
     def verdict(self) -> str:
         return "PASS" if self.passed else "FAIL"
+
+    @property
+    def as_expected(self) -> bool:
+        """The verdict is the one molrg expects (False when no expectation is stated)."""
+        return self.expected is not None and self.source is not None and self.verdict == self.expected
+
+
+SOURCES = ("P0", "P1", "molrg")
 
 
 def evaluate(exp, results_dir: str, *, verbose: bool = True) -> list[Claim]:
@@ -41,12 +64,13 @@ def evaluate(exp, results_dir: str, *, verbose: bool = True) -> list[Claim]:
     except Exception as exc:  # a crashing claim function is a failed claim
         got = [Claim(exp.name, "claims computed from the saved results",
                      {"error": repr(exc), "traceback": traceback.format_exc()[-2000:]},
-                     "no exception", False)]
+                     "no exception", False, source="molrg", expected="PASS")]
     dt = time.perf_counter() - t0
     for c in got:
         c.seconds = dt / max(len(got), 1)
         if verbose:
-            print(f"  [{c.verdict}] {c.name}: {c.statement}", flush=True)
+            note = "" if c.as_expected else f"  <-- UNEXPECTED (expected {c.expected})"
+            print(f"  [{c.verdict}] {c.name}: {c.statement}{note}", flush=True)
             print(f"         measured {format_measured(c.measured)}; tolerance: {c.tolerance}", flush=True)
     return got
 
@@ -71,5 +95,8 @@ def summary(claims: list[Claim]) -> dict:
     return {
         "passed": sum(c.passed for c in claims),
         "failed": sum(not c.passed for c in claims),
-        "claims": [dataclasses.asdict(c) | {"verdict": c.verdict} for c in claims],
+        "as_expected": sum(c.as_expected for c in claims),
+        "unexpected": [c.name for c in claims if not c.as_expected],
+        "claims": [dataclasses.asdict(c) | {"verdict": c.verdict, "as_expected": c.as_expected}
+                   for c in claims],
     }
