@@ -14,6 +14,11 @@ so a smoke test never overwrites the committed full-scale figures. After a run o
 ``results/latest`` (under ``--out``) links to the folder just written; ``molrg.load(PATH)``
 reads a result folder as pandas DataFrames.
 
+``molrg check`` exits 0 when every claim's verdict is the one molrg expects (each claim
+states its source, P0, P1 or molrg, and its expected verdict with the reason: a paper's claim
+that molrg finds not to hold is an expected FAIL with the numbers that refute it) and 1 when
+any verdict differs from its expectation, so it serves as a regression check.
+
 A bad argument prints one line ``molrg: error: ...`` and exits with status 2 before any
 work; Ctrl-C prints one line ``molrg: interrupted: ...`` (what was saved, how to resume)
 and exits with status 130.
@@ -223,12 +228,16 @@ def _cmd_check(args) -> int:
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
     failed = [c for c in claims if not c.passed]
-    print(f"{len(claims) - len(failed)} passed, {len(failed)} failed "
+    unexpected = [c for c in claims if not c.as_expected]
+    print(f"{len(claims) - len(failed)} passed, {len(failed)} failed; "
+          f"{len(claims) - len(unexpected)} of {len(claims)} as expected "
           f"({time.perf_counter() - t0:.1f}s)", flush=True)
+    for c in unexpected:
+        print(f"  UNEXPECTED {c.verdict} (expected {c.expected}): {c.name}", flush=True)
     if args.json:
         write_checks(claims, args.json)
         print(f"report written to {args.json}")
-    return 1 if failed else 0
+    return 1 if unexpected else 0
 
 
 def _cmd_reproduce(args) -> int:
@@ -256,8 +265,12 @@ def _cmd_reproduce(args) -> int:
     write_checks(claims, os.path.join(fig_dir, "checks.json"))
     report = write_report(claims, ran, fig_dir, quick=args.quick, seconds=time.perf_counter() - t0)
     failed = sum(not c.passed for c in claims)
-    print(f"== {len(claims) - failed} claims passed, {failed} failed; {len(ran)} experiments; "
+    unexpected = [c.name for c in claims if not c.as_expected]
+    print(f"== {len(claims) - failed} claims passed, {failed} failed, "
+          f"{len(claims) - len(unexpected)} of {len(claims)} as expected; {len(ran)} experiments; "
           f"{time.perf_counter() - t0:.0f}s; report: {report}", flush=True)
+    for name in unexpected:
+        print(f"   unexpected verdict: {name}", flush=True)
     return 0
 
 
@@ -294,7 +307,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fig-dir", default=None, help="figure folder (default ./figures, ./figures/quick)")
     r.add_argument("--show-config", action="store_true",
                    help="print every config key with its type, default, quick value and meaning; run nothing")
-    c = sub.add_parser("check", help="run every experiment's claims: PASS/FAIL with numbers")
+    c = sub.add_parser("check", help="run every experiment's claims: PASS/FAIL with numbers; "
+                       "exit 1 when a verdict differs from the one expected")
     c.add_argument("--quick", action="store_true")
     c.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
     c.add_argument("--only", nargs="*", default=None, help="only these experiments' claims")

@@ -35,7 +35,7 @@ def test_bad_overrides_fail_before_any_work(tmp_path, capsys):
     assert not out.exists() or not os.listdir(out)  # nothing written
 
 
-def _toy_experiment(passed: bool):
+def _toy_experiment(passed: bool, expected: str | None = "PASS"):
     """A tiny experiment with one claim, computed from its saved results (no JAX work)."""
     import dataclasses
 
@@ -52,25 +52,33 @@ def _toy_experiment(passed: bool):
     def claims(results):
         v = results["scalars"]["value"]
         ok = results["tables"]["rows"][0]["ok"]  # a bool again after the CSV round trip
-        return [Claim("toy", "value is 2", {"value": v}, "exact", bool(ok is True and v == 2.0) == passed)]
+        return [Claim("toy", "value is 2", {"value": v}, "exact", bool(ok is True and v == 2.0) == passed,
+                      source="molrg", expected=expected, reason="toy reason" if expected == "FAIL" else "")]
 
     return Experiment(name="toy", summary="toy", config=ToyConfig(), run=run, plot=lambda r, f: [],
                       quick={"value": 2.0}, claims=claims)
 
 
-@pytest.mark.parametrize("passed", [True, False])
-def test_check_runs_claims_from_saved_results_and_sets_exit_code(tmp_path, monkeypatch, passed):
+@pytest.mark.parametrize("passed, expected, rc_want", [
+    (True, "PASS", 0), (False, "PASS", 1), (False, "FAIL", 0), (True, "FAIL", 1), (True, None, 1)])
+def test_check_exit_code_is_whether_verdicts_match_expectations(tmp_path, monkeypatch, passed, expected,
+                                                                 rc_want, capsys):
     import molrg.experiments as catalogue
 
-    monkeypatch.setitem(catalogue.EXPERIMENTS, "toy", _toy_experiment(passed))
+    monkeypatch.setitem(catalogue.EXPERIMENTS, "toy", _toy_experiment(passed, expected))
     path = tmp_path / "checks.json"
     keep = tmp_path / "kept"
     rc = cli.main(["check", "--quick", "--only", "toy", "--json", str(path), "--out", str(keep)])
     rep = json.load(open(path))
-    assert rc == (0 if passed else 1)
-    assert rep["claims"][0]["name"] == "toy" and rep["claims"][0]["verdict"] == ("PASS" if passed else "FAIL")
+    assert rc == rc_want
+    c = rep["claims"][0]
+    assert c["name"] == "toy" and c["verdict"] == ("PASS" if passed else "FAIL")
+    assert c["source"] == "molrg" and c["expected"] == expected and c["as_expected"] == (rc_want == 0)
     assert rep["passed"] == int(passed) and rep["failed"] == int(not passed)
+    assert rep["unexpected"] == ([] if rc_want == 0 else ["toy"])
     assert (keep / "toy" / "manifest.json").exists()  # the run the claims were computed from
+    if rc_want:
+        assert "UNEXPECTED" in capsys.readouterr().out
 
 
 def test_check_only_rejects_unknown_names(capsys):

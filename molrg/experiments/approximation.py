@@ -342,7 +342,7 @@ def claims(results: dict) -> list[Claim]:
         f"exactly one interior local maximum of each curve on {cfg['num_sigmas']} log-spaced sigma in "
         f"[{_decade(cfg['sigma_min'])}, {_decade(cfg['sigma_max'])}], maxima counted above 1e-3 of the curve's range "
         "(float32 rounding makes micro-maxima on plateaus) (quadrature for the exact SNR)",
-        bool(ok))]
+        bool(ok), source="P1", expected="PASS")]
 
 
 # Quick: P1's Fig. 3 model (so the quadrature and the sampling program are the ones the mechanism

@@ -693,7 +693,7 @@ def claims(results: dict) -> list[Claim]:
             {"models_in_group": len(rows), "agreeing": int(sum(hits)), **setting, "models": per_model},
             "metrics.unimodality with z = 3 test-input standard errors per model, 1% relative floor; "
             "every model of the group must agree, and the group must be non-empty",
-            bool(rows) and all(hits)))
+            bool(rows) and all(hits), source="P1", expected="PASS"))
     return out
 
 

@@ -682,7 +682,9 @@ def claims(results: dict) -> list[Claim]:
          "min_gain_interior": min((r["gain"] for r in rows if r["interior"]), default=None)},
         f"every cell: SNR* / max(1/((K-1) delta^2), 1/(K-1)) > 1 + {interior_tol:g} (float32 quadrature "
         "error ~1e-5)",
-        k == n)]
+        k == n, source="molrg", expected="FAIL",
+        reason="the peak exists only below a critical detail level: no interior peak where delta >= "
+               "delta_c(d, K) (about a fifth of the grid), exactly as peak_existence_law predicts")]
     out.append(Claim(
         "peak_existence_law",
         "an interior peak exists iff delta < delta_c(d, K), the root of G = 2(E[w_k X_k] - E[w_l X_l])/d - 1 "
@@ -692,7 +694,7 @@ def claims(results: dict) -> list[Claim]:
          "agreement_resolved": laws["existence_agreement_resolved"],
          "disagreements": [(c["d"], c["delta"], c["K"]) for c in laws["existence_disagreements"]]},
         "agreement in every cell farther than 3 Monte Carlo standard errors from delta_c",
-        laws["existence_agreement_resolved"] == 1.0))
+        laws["existence_agreement_resolved"] == 1.0, source="molrg", expected="PASS"))
     if "power_law" in laws:
         p = dict(laws["power_law"])
         p["r2"] = float(p["r2"])  # JSON keeps a NaN R^2 (constant sigma*) as the string "nan"
@@ -703,7 +705,10 @@ def claims(results: dict) -> list[Claim]:
              "stderr": [p["stderr"]["delta"], p["stderr"]["d"], p["stderr"]["K"]], "r2": p["r2"],
              "worst_factor": math.exp(p["max_abs_residual"]), "cells": p["num_points"]},
             "R^2 >= 0.95 and every cell within a factor 1.25 of the fit",
-            power_law_holds(p)))
+            power_law_holds(p), source="molrg", expected="FAIL",
+            reason="a single power law does not describe sigma*: its delta exponent depends on d "
+                   "(4/(d+4) as delta -> 0, see peak_small_delta_law), so one fit leaves cells off by a "
+                   "factor of several"))
         small = [b for b in laws["asymptotic_by_delta"] if b["delta"] <= 0.1]
         errors = [math.exp(b["max_abs_log_error"]) - 1 for b in small]
         shrinking = all(e1 < e2 for e1, e2 in zip(errors, errors[1:]))
@@ -714,7 +719,7 @@ def claims(results: dict) -> list[Claim]:
              "median_relative_error": [math.exp(b["median_abs_log_error"]) - 1 for b in small]},
             "the worst relative error over (d, K) shrinks at every step as delta decreases (grid deltas <= 0.1): "
             "convergence, as an asymptotic law can only promise",
-            len(small) >= 2 and shrinking))
+            len(small) >= 2 and shrinking, source="molrg", expected="PASS"))
     return out
 
 

@@ -378,6 +378,13 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
         return save_figure(fig, fig_dir, "probes")
 
 
+PROJECTION_REASON = (
+    "on the optimal denoiser's outputs the projection classifier argmax_k ||P_k h||^2 is already "
+    "about 99.7% accurate at the smallest sigma (the output lies near its own class subspace: energy d "
+    "in it against delta^2 d in the others), so its accuracy can only fall with sigma; the peak P1 "
+    "shows needs features that mix the classes at small noise, as the linear probe's do")
+
+
 def claims(results: dict) -> list[Claim]:
     """The probes' claims, from the saved results (:func:`molrg.study.load_results`).
 
@@ -404,7 +411,7 @@ def claims(results: dict) -> list[Claim]:
          "largest_rise_z": float(z.max()), "scale": scale},
         f"no rise between neighbouring noise levels above {cfg['z']:g} combined standard errors of the mean "
         "over repeats (conservative: the noise draws are shared across sigma)",
-        bool(z.max() <= cfg["z"]))]
+        bool(z.max() <= cfg["z"]), source="P1", expected="PASS")]
     for key, name, what in (("snr/denoiser", "snr_unimodal", "SNR of the optimal-denoiser output"),
                             ("linear_probe/denoiser", "linear_probe_unimodal",
                              "linear-probe accuracy on optimal-denoiser features"),
@@ -419,7 +426,9 @@ def claims(results: dict) -> list[Claim]:
              "verdicts_per_repeat": reps[key], "scale": scale},
             f"metrics.unimodality verdict 'interior peak' on the mean over repeats ({cfg['z']:g} within-repeat "
             "standard errors, 1% relative floor)",
-            u["verdict"] == "interior peak"))
+            u["verdict"] == "interior peak", source="P1",
+            **({"expected": "FAIL", "reason": PROJECTION_REASON} if name == "projection_unimodal"
+               else {"expected": "PASS"})))
     return out
 
 

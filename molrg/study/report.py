@@ -18,6 +18,42 @@ def write_checks(claims, path: str) -> None:
     write_json_atomic(path, payload)
 
 
+def _claim_row(c) -> str:
+    fig = f" ([figure]({c.figure}))" if c.figure else ""
+    why = f" {c.reason}" if c.reason else ""
+    return (f"| **{c.verdict}** | `{c.name}` ({c.source}): {c.statement}{fig} | {format_measured(c.measured)} "
+            f"| {c.tolerance} | {c.expected}{why} |")
+
+
+#: the report's claim sections: (title, test on a claim).
+SECTIONS = (
+    ("Unexpected verdicts (a regression, or an expectation to revisit)", lambda c: not c.as_expected),
+    ("Paper claims reproduced", lambda c: c.as_expected and c.source in ("P0", "P1") and c.passed),
+    ("Paper claims not reproduced (with numbers)",
+     lambda c: c.as_expected and c.source in ("P0", "P1") and not c.passed),
+    ("molrg's own findings (derived laws, conjectures and checks of molrg's own)",
+     lambda c: c.as_expected and c.source == "molrg"),
+)
+
+
+def claim_sections(claims) -> list[str]:
+    """The claims as markdown tables in the sections of :data:`SECTIONS` (empty ones left out),
+    after one line counting verdicts and expectations."""
+    unexpected = sum(not c.as_expected for c in claims)
+    lines = [f"{len(claims)} claims: {sum(c.passed for c in claims)} PASS, "
+             f"{sum(not c.passed for c in claims)} FAIL; {len(claims) - unexpected} as molrg expects, "
+             f"{unexpected} not (`molrg check` exits {1 if unexpected else 0}).", ""]
+    for title, keep in SECTIONS:
+        sel = [c for c in claims if keep(c)]
+        if not sel:
+            continue
+        lines += [f"### {title}", "", "| verdict | claim (source) | measured | tolerance | expected |",
+                  "|---|---|---|---|---|"]
+        lines += [_claim_row(c) for c in sel]
+        lines.append("")
+    return lines
+
+
 def write_report(claims, ran, fig_dir: str, *, quick: bool, seconds: float) -> str:
     """``fig_dir/REPORT.md``; ``ran`` is a list of ``(experiment, results_dir, seconds)`` or
     ``(experiment, results_dir, seconds, figure_paths)``.
@@ -33,12 +69,8 @@ def write_report(claims, ran, fig_dir: str, *, quick: bool, seconds: float) -> s
              f"Generated {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} "
              f"by `molrg reproduce{' --quick' if quick else ''}` in {seconds:.0f} s, scale: {scale} "
              f"(molrg {prov['molrg']}, git {prov['git']}, jax {prov['jax']}, devices {prov['devices']}).",
-             "", "## Claims", "",
-             "| verdict | claim | measured | tolerance |", "|---|---|---|---|"]
-    for c in claims:
-        fig = f" ([figure]({c.figure}))" if c.figure else ""
-        lines.append(f"| **{c.verdict}** | `{c.name}`: {c.statement}{fig} | {format_measured(c.measured)} "
-                     f"| {c.tolerance} |")
+             "", "## Claims", ""]
+    lines += claim_sections(claims)
     lines += ["", "## Experiments", ""]
     for exp, path, dt, *figures in ran:
         res = load_results(path)
