@@ -6,9 +6,17 @@ K = 1 and K-subspaces clustering for K > 1:
 * :func:`pca` -- top principal directions of weighted points (weight 0 = padding), by a
   Householder QR of the data and the eigenvectors of the small ``R R^T`` (no squared
   condition number);
-* :func:`k_subspaces_assign`, :func:`k_subspaces` -- K-subspaces clustering without
-  labels (hard assignment, best of several random starts), each cluster refitted by
-  :func:`pca`;
+* :func:`k_subspaces_fit` (and :func:`k_subspaces_assign`, :func:`k_subspaces`) --
+  K-subspaces clustering without labels: hard assignment, several starts run side by side
+  (``vmap``), the one of smallest residual kept, each cluster refitted by :func:`pca`.
+  ``init="spectral"`` (default) adds :func:`spectral_start` (thresholded cosine affinity,
+  spectral embedding, farthest-first centres: the true partition for noiseless samples of
+  mutually orthogonal classes, at any number of samples) as the first start;
+  ``init="random"`` is plain K-subspaces from random orthonormal bases, which on P0's data
+  often stops at a partition of larger residual than the truth's (an optimisation failure);
+* :func:`partition_objective`, :func:`partition_residual` -- the K-subspaces objective of
+  a given clustering (the true partition's is the optimisation certificate's ``truth``,
+  :mod:`molrg.certify`); :func:`same_partition` -- two clusterings equal up to relabelling;
 * :func:`orthonormalize` -- Gram-Schmidt twice, in plain array operations.
 
 Subspaces of a common dimension d are stacked as ``(K, n, d)`` orthonormal bases; a
@@ -74,8 +82,17 @@ __all__ = [
     "SubspaceMatch",
     "pca",
     "orthonormalize",
+    "INITS",
+    "AFFINITY_THRESHOLD",
+    "TIE_RTOL",
+    "KSubspacesFit",
+    "spectral_start",
+    "k_subspaces_fit",
     "k_subspaces_assign",
     "k_subspaces",
+    "partition_residual",
+    "partition_objective",
+    "same_partition",
     "pair_errors",
     "pair_cosines",
     "match_blocks",
@@ -152,30 +169,170 @@ def _energies(x, U):
     return jnp.sum(jnp.square(jnp.einsum("rn,knd->rkd", x, U)), axis=-1)
 
 
-def k_subspaces_assign(x: Array, weights: Array, cols: Array, *, key: Array, K: int,
-                       restarts: int, iterations: int) -> Array:
-    """K-subspaces clustering (hard assignment), best of ``restarts`` random starts.
+def _residuals(x, U):
+    """``||x_r - U_k U_k^T x_r||^2``: (R, K), as a sum of squares of the residual vector (an
+    exact fit gives ~eps^2 of the energy, not the ~eps of ``||x||^2 - ||U^T x||^2``)."""
+    fit = jnp.einsum("knd,rkd->rkn", U, jnp.einsum("rn,knd->rkd", x, U))
+    return jnp.sum(jnp.square(x[:, None, :] - fit), axis=-1)
 
-    Each step assigns point r to ``argmax_k ||U_k^T x_r||^2`` and refits every U_k by one
-    subspace-iteration step ``U_k <- orth(S_k U_k + mu U_k)`` (:func:`orthonormalize`;
-    ``S_k`` the scatter of its points; ``mu = 1e-6`` of the mean energy keeps an empty or
-    rank-deficient cluster's columns defined). The restart with the smallest residual
-    ``sum_r w_r (||x_r||^2 - max_k ||U_k^T x_r||^2)`` is kept.
+
+def _check_clustering(x, weights, K, *, cols=None, restarts=None, iterations=None, init=None,
+                      threshold=None):
+    if np.ndim(x) != 2:
+        fail("x", f"must be (R, n) points; got shape {np.shape(x)}")
+    if np.shape(weights) != (np.shape(x)[0],):
+        fail("weights", f"must have shape ({np.shape(x)[0]},), one per point; got {np.shape(weights)}")
+    if cols is not None and np.ndim(cols) != 1:
+        fail("cols", f"must be a (d_max,) column mask; got shape {np.shape(cols)}")
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
+        fail("K", f"must be a positive integer (static); got {K!r}")
+    if restarts is not None and (not isinstance(restarts, (int, np.integer)) or restarts < 0):
+        fail("restarts", f"must be an integer >= 0 (static); got {restarts!r}")
+    if iterations is not None and (not isinstance(iterations, (int, np.integer)) or iterations < 0):
+        fail("iterations", f"must be an integer >= 0 (static); got {iterations!r}")
+    if init is not None:
+        if init not in INITS:
+            fail("init", f"must be one of {INITS}; got {init!r}")
+        if init == "random" and restarts == 0:
+            fail("restarts", "must be >= 1 with init='random' (no start otherwise)")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
+        fail("threshold", f"must be a number in [0, 1); got {threshold!r}")
+    if is_concrete(weights) and not bool(jnp.all(jnp.asarray(weights) >= 0)):
+        fail("weights", "must be >= 0 (0 = padding)")
+
+
+#: Starts of :func:`k_subspaces_fit`: ``"spectral"`` (the spectral start, then random ones)
+#: or ``"random"`` (random orthonormal starts only: plain K-subspaces).
+INITS = ("spectral", "random")
+
+#: Default affinity threshold of :func:`spectral_start`: absolute cosines at or below it are
+#: cut. Points of orthogonal classes have cosine 0 up to rounding (~1e-7 in float32), two
+#: generic points of one d-dimensional class a cosine of order 1/sqrt(d).
+AFFINITY_THRESHOLD = 1e-4
+
+#: Ties in the selection of :func:`k_subspaces_fit`: a start whose residual is within
+#: ``TIE_RTOL * sum_r w_r ||x_r||^2`` of the smallest counts as tied, and ties go to the
+#: first such start (the spectral one with ``init="spectral"``).
+TIE_RTOL = 1e-6
+
+
+def spectral_start(x: Array, weights: Array, *, K: int, threshold: float = AFFINITY_THRESHOLD,
+                   iterations: int = 10) -> Array:
+    """A clustering from the thresholded cosine affinity and its spectral embedding.
+
+    Affinity ``A_rs = |<x_r, x_s>| / (|x_r| |x_s|)`` for ``r != s``, set to 0 where it is at
+    most ``threshold`` and on every padding row and column (weight 0); the normalised
+    affinity ``D^-1/2 A D^-1/2`` (D the degrees); the rows of its K top eigenvectors,
+    normalised to unit length; K centres picked farthest-first (the first point with weight,
+    then each next the point least aligned with the centres so far) and ``iterations``
+    spherical k-means steps; each point goes to its most aligned centre.
+
+    Why it is good on P0's data: points of mutually orthogonal classes have affinity 0, so
+    with noiseless samples the affinity graph's connected components are the classes
+    (generic samples of one class are pairwise non-orthogonal). The normalised affinity then
+    has eigenvalue 1 exactly K times, its top eigenvectors are the class indicators up to a
+    rotation, the embedded rows of one class coincide and those of different classes are
+    orthogonal: farthest-first picks one centre per class and the assignment is the true
+    partition, for any number of samples per class (even N_k < d_k). For classes that are
+    not orthogonal it is a heuristic start (refine it with :func:`k_subspaces_fit`).
 
     Args:
-      x: ``(R, n)`` pooled points (labels unknown); weights ``(R,)``; cols ``(d_max,)``.
-      key: PRNG key of the random starts.
-      K, restarts, iterations: static.
+      x: ``(R, n)`` points; weights ``(R,)`` (0 = padding).
+      K: number of clusters (static).
+      threshold: affinities at or below it are cut (``[0, 1)``, static).
+      iterations: spherical k-means steps after the farthest-first centres (static).
 
     Returns:
-      ``(R, K)``: the kept clustering as weights, ``weights[r]`` in the column of point
-      r's cluster and 0 elsewhere (refit each cluster with :func:`pca`).
+      ``(R, K)``: the clustering as weights (``weights[r]`` in point r's column).
     """
+    _check_clustering(x, weights, K, iterations=iterations, threshold=threshold)
+    R = x.shape[0]
+    dtype = x.dtype
+    valid = weights > 0
+    norms = jnp.sqrt(jnp.sum(x * x, axis=-1))
+    y = x / jnp.where(norms > 0, norms, 1.0)[:, None]
+    keep = valid[:, None] & valid[None, :] & ~jnp.eye(R, dtype=bool)
+    A = jnp.abs(y @ y.T)
+    A = jnp.where(keep & (A > threshold), A, 0.0)
+    deg = jnp.sum(A, axis=1)
+    scale = jnp.where(deg > 0, 1.0 / jnp.sqrt(jnp.where(deg > 0, deg, 1.0)), 0.0)
+    _, vecs = jnp.linalg.eigh(scale[:, None] * A * scale[None, :])
+    emb = vecs[:, ::-1][:, :K]
+    length = jnp.sqrt(jnp.sum(emb * emb, axis=-1))
+    emb = jnp.where(valid[:, None], emb / jnp.where(length > 0, length, 1.0)[:, None], 0.0)
+
+    centres = [emb[jnp.argmax(valid)]]
+    for _ in range(1, K):  # K is static and small
+        align = jnp.max(jnp.stack([emb @ c for c in centres], axis=1), axis=1)
+        centres.append(emb[jnp.argmin(jnp.where(valid, align, jnp.inf))])
+    centres = jnp.stack(centres)
+
+    def lloyd(_, c):
+        member = jax.nn.one_hot(jnp.argmax(emb @ c.T, axis=1), K, dtype=dtype) * valid[:, None].astype(dtype)
+        s = member.T @ emb
+        size = jnp.sqrt(jnp.sum(s * s, axis=-1, keepdims=True))
+        return jnp.where(size > 0, s / jnp.where(size > 0, size, 1.0), c)  # empty: keep the centre
+
+    centres = jax.lax.fori_loop(0, iterations, lloyd, centres)
+    return jax.nn.one_hot(jnp.argmax(emb @ centres.T, axis=1), K, dtype=dtype) * weights[:, None]
+
+
+class KSubspacesFit(NamedTuple):
+    """The starts of :func:`k_subspaces_fit` and the one kept.
+
+    Attributes:
+      assign: ``(R, K)`` the kept clustering as weights (refit each column with :func:`pca`).
+      objective: ``()`` its residual ``sum_r w_r min_k ||x_r - P_k x_r||^2`` at the end of
+        its iterations.
+      start: ``()`` index of the kept start (0 = the spectral start with ``init="spectral"``).
+      start_assigns: ``(S, R, K)`` every start's final clustering.
+      start_objectives: ``(S,)`` every start's final residual.
+    """
+
+    assign: Array
+    objective: Array
+    start: Array
+    start_assigns: Array
+    start_objectives: Array
+
+
+def k_subspaces_fit(x: Array, weights: Array, cols: Array, *, key: Array, K: int, restarts: int,
+                    iterations: int, init: str = "spectral",
+                    threshold: float = AFFINITY_THRESHOLD) -> KSubspacesFit:
+    """K-subspaces clustering (hard assignment) from several starts, the best kept.
+
+    Starts: with ``init="spectral"`` the :func:`spectral_start` first, then ``restarts``
+    random orthonormal bases; with ``init="random"`` the random bases only (plain
+    K-subspaces). All starts run side by side (``vmap``). Each step assigns point r to
+    ``argmax_k ||U_k^T x_r||^2`` and refits every U_k by one subspace-iteration step
+    ``U_k <- orth(S_k U_k + mu U_k)`` (:func:`orthonormalize`; ``S_k`` the scatter of its
+    points; ``mu = 1e-6`` of the mean energy keeps an empty or rank-deficient cluster's
+    columns defined); a clustering start begins with one such refit of random bases. The
+    start with the smallest residual (the K-subspaces objective)
+
+        sum_r w_r min_k ||x_r - U_k U_k^T x_r||^2
+
+    is kept; starts within ``TIE_RTOL`` of the data's energy ``sum_r w_r ||x_r||^2`` of the
+    smallest are tied, and a tie goes to the first of them (the spectral start).
+
+    Args:
+      x: ``(R, n)`` pooled points (labels unknown); weights ``(R,)`` (0 = padding);
+        cols ``(d_max,)`` column mask.
+      key: PRNG key of the random starts.
+      K, restarts, iterations, init, threshold: static; ``threshold`` as in
+        :func:`spectral_start`.
+
+    Returns:
+      :class:`KSubspacesFit` (``1 + restarts`` starts with ``init="spectral"``).
+    """
+    _check_clustering(x, weights, K, cols=cols, restarts=restarts, iterations=iterations, init=init,
+                      threshold=threshold)
     R, n = x.shape
     d_max = cols.shape[0]
     dtype = x.dtype
     norms = jnp.sum(x * x, axis=-1)
-    mu = 1e-6 * jnp.sum(weights * norms) / jnp.maximum(jnp.sum(weights), 1.0)
+    energy = jnp.sum(weights * norms)
+    mu = 1e-6 * energy / jnp.maximum(jnp.sum(weights), 1.0)
 
     def refit(U, assign):
         proj = jnp.einsum("rn,knd->rkd", x, U) * assign[:, :, None]  # a_rk U_k^T x_r
@@ -183,25 +340,95 @@ def k_subspaces_assign(x: Array, weights: Array, cols: Array, *, key: Array, K: 
         return jax.vmap(orthonormalize)(M + mu * U) * cols[None, None, :]
 
     def hard(U):
-        e = _energies(x, U)
-        return jax.nn.one_hot(jnp.argmax(e, axis=1), K, dtype=dtype) * weights[:, None], e
+        return jax.nn.one_hot(jnp.argmax(_energies(x, U), axis=1), K, dtype=dtype) * weights[:, None]
 
-    def one_start(k):
-        start = jax.random.normal(k, (K, n, d_max), dtype)
-        U = jax.vmap(orthonormalize)(start) * cols[None, None, :]
-        U = jax.lax.fori_loop(0, iterations, lambda _, U: refit(U, hard(U)[0]), U)
-        assign, e = hard(U)
-        return assign, jnp.sum(weights * (norms - jnp.max(e, axis=1)))
+    def one_start(k, assign0, from_clustering):
+        U = jax.vmap(orthonormalize)(jax.random.normal(k, (K, n, d_max), dtype)) * cols[None, None, :]
+        U = jnp.where(from_clustering, refit(U, assign0), U)
+        U = jax.lax.fori_loop(0, iterations, lambda _, U: refit(U, hard(U)), U)
+        return hard(U), jnp.sum(weights * jnp.min(_residuals(x, U), axis=1))
 
-    assigns, residual = jax.vmap(one_start)(jax.random.split(key, restarts))
-    return assigns[jnp.argmin(residual)]
+    num = restarts + (init == "spectral")
+    keys = jax.random.split(key, num)
+    assign0 = jnp.zeros((num, R, K), dtype)
+    from_clustering = jnp.zeros((num,), bool)
+    if init == "spectral":
+        assign0 = assign0.at[0].set(spectral_start(x, weights, K=K, threshold=threshold))
+        from_clustering = from_clustering.at[0].set(True)
+    assigns, residual = jax.vmap(one_start)(keys, assign0, from_clustering)
+    tied = residual <= jnp.min(residual) + TIE_RTOL * energy
+    best = jnp.argmax(tied)  # the first start within the tie tolerance of the smallest
+    return KSubspacesFit(assigns[best], residual[best], best, assigns, residual)
+
+
+def k_subspaces_assign(x: Array, weights: Array, cols: Array, *, key: Array, K: int,
+                       restarts: int, iterations: int, init: str = "spectral",
+                       threshold: float = AFFINITY_THRESHOLD) -> Array:
+    """The kept clustering of :func:`k_subspaces_fit`: ``(R, K)`` weights, ``weights[r]`` in
+    the column of point r's cluster and 0 elsewhere (refit each cluster with :func:`pca`)."""
+    return k_subspaces_fit(x, weights, cols, key=key, K=K, restarts=restarts, iterations=iterations,
+                           init=init, threshold=threshold).assign
 
 
 def k_subspaces(x: Array, weights: Array, cols: Array, *, key: Array, K: int, restarts: int,
-                iterations: int) -> Array:
+                iterations: int, init: str = "spectral", threshold: float = AFFINITY_THRESHOLD) -> Array:
     """:func:`k_subspaces_assign`, each cluster refitted exactly by :func:`pca`: ``(K, n, d_max)``."""
-    best = k_subspaces_assign(x, weights, cols, key=key, K=K, restarts=restarts, iterations=iterations)
+    best = k_subspaces_assign(x, weights, cols, key=key, K=K, restarts=restarts, iterations=iterations,
+                              init=init, threshold=threshold)
     return jax.vmap(lambda a: pca(x, a, cols), in_axes=1)(best)
+
+
+def partition_residual(x: Array, assign: Array, bases: Array) -> Array:
+    """``sum_k sum_r a_rk ||x_r - U_k U_k^T x_r||^2``: the residual of a clustering ``assign``
+    ``(R, K)`` (weights per cluster) with cluster k fitted by the orthonormal ``bases[k]``
+    ``(K, n, d_max)`` (masked columns zero)."""
+    if np.ndim(assign) != 2 or np.shape(assign)[0] != np.shape(x)[0]:
+        fail("assign", f"must be (R, K) cluster weights for the {np.shape(x)[0]} points; got "
+             f"{np.shape(assign)}")
+    if np.ndim(bases) != 3 or np.shape(bases)[0] != np.shape(assign)[1]:
+        fail("bases", f"must be (K, n, d) with K = {np.shape(assign)[1]}; got {np.shape(bases)}")
+    return jnp.sum(assign * _residuals(x, bases))
+
+
+def partition_objective(x: Array, assign: Array, cols: Array) -> Array:
+    """The K-subspaces objective of a given clustering: every cluster refitted by :func:`pca`,
+
+        J(assign) = sum_k sum_r a_rk ||x_r - P_k x_r||^2,   P_k = U_k U_k^T, U_k = pca(x, a_:k),
+
+    i.e. the sum over clusters of the weighted scatter's eigenvalues beyond the top d. With
+    ``assign`` the true labels (as weights) this is the certificate's ``truth``: no clustering
+    with these subspace dimensions has a smaller residual than the best one, so an estimate
+    whose residual exceeds the truth's has not reached the optimum.
+
+    Args:
+      x: ``(R, n)`` points; assign ``(R, K)`` cluster weights (0 = not in the cluster or
+        padding); cols ``(d_max,)`` column mask.
+
+    Returns:
+      ``()`` the objective.
+    """
+    if np.ndim(x) != 2:
+        fail("x", f"must be (R, n) points; got shape {np.shape(x)}")
+    if np.ndim(assign) != 2 or np.shape(assign)[0] != np.shape(x)[0]:
+        fail("assign", f"must be (R, K) cluster weights for the {np.shape(x)[0]} points; got "
+             f"{np.shape(assign)}")
+    if np.ndim(cols) != 1:
+        fail("cols", f"must be a (d_max,) column mask; got shape {np.shape(cols)}")
+    if is_concrete(assign) and not bool(jnp.all(jnp.asarray(assign) >= 0)):
+        fail("assign", "must be >= 0 (cluster weights)")
+    bases = jax.vmap(lambda a: pca(x, a, cols), in_axes=1)(assign)
+    return partition_residual(x, assign, bases)
+
+
+def same_partition(a: Array, b: Array) -> Array:
+    """Whether two clusterings ``(R, K)`` (weights per cluster) split the weighted points the
+    same way up to relabelling: every cluster of one meets exactly one cluster of the other.
+    An empty cluster meets none, so a clustering with an empty cluster never equals one
+    without."""
+    if np.ndim(a) != 2 or np.shape(a) != np.shape(b):
+        fail("a/b", f"must be two (R, K) clusterings of one shape; got {np.shape(a)}, {np.shape(b)}")
+    meet = jnp.einsum("rk,rl->kl", (a > 0).astype(jnp.int32), (b > 0).astype(jnp.int32)) > 0
+    return jnp.all(jnp.sum(meet, axis=0) == 1) & jnp.all(jnp.sum(meet, axis=1) == 1)
 
 
 # ------------------------------------------------------------------------------------------

@@ -107,6 +107,197 @@ def test_k_subspaces_masked_equals_unmasked_and_recovers():
 
 
 # ------------------------------------------------------------------------------------------
+# Clustering: the spectral start, multi-start K-subspaces, the objective of a partition.
+# ------------------------------------------------------------------------------------------
+def _orthogonal_classes(seed, K, n, d, N, N_max=None, d_max=None, garbage=0.0):
+    """Noiseless samples on K mutually orthogonal d-dim subspaces, NumPy float64.
+
+    Returns pooled points ``(K * N_max, n)`` (class-major), weights (0 on the padding rows,
+    which hold ``garbage`` times random values), the true labels as ``(R, K)`` weights, the
+    column mask ``(d_max,)`` and the true bases ``(K, n, d_max)`` (masked columns zero)."""
+    N_max = N_max or N
+    d_max = d_max or d
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((n, K * d)))[0]
+    bases = np.zeros((K, n, d_max))
+    bases[:, :, :d] = Q.reshape(n, K, d).transpose(1, 0, 2)
+    x = np.einsum("kid,knd->kin", rng.standard_normal((K, N_max, d_max)), bases)
+    rows = (np.arange(N_max) < N).astype(float)
+    x = np.where(rows[None, :, None] > 0, x, garbage * rng.standard_normal(x.shape))
+    w = np.tile(rows, K)
+    labels = np.repeat(np.eye(K), N_max, axis=0) * w[:, None]
+    cols = (np.arange(d_max) < d).astype(float)
+    return x.reshape(K * N_max, n), w, labels, cols, bases
+
+
+def _same_partition_np(a, b):
+    """Independent check: the nonzero pattern of the contingency table is a permutation."""
+    meet = (a > 0).T.astype(int) @ (b > 0).astype(int)
+    return bool(np.all((meet > 0).sum(0) == 1) and np.all((meet > 0).sum(1) == 1))
+
+
+def _objective_np(x, assign, d):
+    """sum over clusters of the weighted scatter's squared singular values beyond the top d."""
+    total = 0.0
+    for k in range(assign.shape[1]):
+        s = np.linalg.svd(np.sqrt(assign[:, k])[:, None] * x, compute_uv=False)
+        total += float(np.sum(s[d:] ** 2))
+    return total
+
+
+@pytest.mark.parametrize("K,d", [(2, 2), (2, 5), (3, 3), (3, 8)])
+def test_spectral_start_recovers_the_partition_of_orthogonal_classes(K, d):
+    # Any N, also below d (the affinity graph's components are the classes), with padding
+    # rows of weight 0 holding garbage.
+    spectral = jax.jit(S.spectral_start, static_argnames=("K",))
+    for seed, N in enumerate(sorted({max(d - 1, 2), d, d + 1, 2 * d})):
+        x, w, labels, _, _ = _orthogonal_classes(seed, K, 48, d, min(N, 15), N_max=16, garbage=1.0)
+        got = np.asarray(spectral(jnp.asarray(x), jnp.asarray(w), K=K))
+        assert got.shape == labels.shape and np.all(got[w == 0] == 0)
+        np.testing.assert_array_equal(got.sum(1), w)  # one cluster per point, its weight
+        assert _same_partition_np(got, labels), (K, d, N)
+
+
+def test_same_partition_against_relabelling():
+    rng = np.random.default_rng(3)
+    a = np.eye(3)[rng.integers(0, 3, 12)]
+    a[:3] = np.eye(3)  # every cluster used
+    assert bool(S.same_partition(jnp.asarray(a), jnp.asarray(a[:, [2, 0, 1]])))
+    b = a.copy()
+    b[0] = a[1]  # point 0 moves to point 1's cluster
+    assert bool(S.same_partition(jnp.asarray(a), jnp.asarray(b))) == _same_partition_np(a, b) == False  # noqa: E712
+    empty = a.copy()
+    empty[:, 2] = 0
+    empty[a[:, 2] > 0, 0] = 1  # cluster 2 merged into cluster 0: one empty cluster
+    assert not bool(S.same_partition(jnp.asarray(a), jnp.asarray(empty)))
+
+
+def test_partition_objective_equals_numpy_and_ignores_padding():
+    rng = np.random.default_rng(5)
+    R, n, d, d_max, K = 20, 9, 2, 4, 3
+    x = rng.standard_normal((R, n))  # not low rank: every cluster leaves a residual
+    w = rng.uniform(0.5, 2.0, R)
+    w[[4, 11, 17]] = 0.0  # padding
+    assign = np.eye(K)[rng.integers(0, K, R)] * w[:, None]
+    cols = (np.arange(d_max) < d).astype(float)
+    got = float(jax.jit(S.partition_objective)(jnp.asarray(x), jnp.asarray(assign), jnp.asarray(cols)))
+    want = _objective_np(x, assign, d)
+    assert want > 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    x2 = x.copy()
+    x2[w == 0] = 1e3 * rng.standard_normal((3, n))  # padding values do not count
+    np.testing.assert_allclose(float(S.partition_objective(jnp.asarray(x2), jnp.asarray(assign),
+                                                           jnp.asarray(cols))), want, rtol=1e-10)
+    # the true partition of noiseless data has residual 0 (the certificate's truth)
+    x, w, labels, cols, _ = _orthogonal_classes(6, 3, 48, 4, 9, N_max=11, d_max=6, garbage=1.0)
+    truth = float(S.partition_objective(jnp.asarray(x), jnp.asarray(labels), jnp.asarray(cols)))
+    assert 0 <= truth < 1e-20 * np.sum(w * np.sum(x * x, 1))
+    # ... and with noise, the true partition's objective is the classes' PCA residuals
+    noisy = x + 0.05 * np.random.default_rng(7).standard_normal(x.shape)
+    got = float(S.partition_objective(jnp.asarray(noisy), jnp.asarray(labels), jnp.asarray(cols)))
+    np.testing.assert_allclose(got, _objective_np(noisy, labels, 4), rtol=1e-10)
+
+
+@pytest.mark.parametrize("K,d", [(2, 3), (3, 5)])
+def test_certified_k_subspaces_recovers_from_N_eq_d(K, d):
+    """Spectral start + K-subspaces: the true partition and subspaces at N = d, d + 1, 2d."""
+    fit = jax.jit(S.k_subspaces_fit, static_argnames=("K", "restarts", "iterations", "init"))
+    for seed, N in enumerate((d, d + 1, min(2 * d, 15))):
+        x, w, labels, cols, bases = _orthogonal_classes(10 + seed, K, 48, d, N, N_max=15, d_max=8, garbage=1.0)
+        args = (jnp.asarray(x), jnp.asarray(w), jnp.asarray(cols))
+        res = fit(*args, key=jax.random.key(seed), K=K, restarts=8, iterations=10, init="spectral")
+        assert _same_partition_np(np.asarray(res.assign), labels), (K, d, N)
+        est = jax.vmap(lambda a: S.pca(args[0], a, args[2]), in_axes=1)(res.assign)
+        assert float(S.subspace_error(est, jnp.asarray(bases), args[2])) < 1e-8
+
+
+def test_multi_start_keeps_the_smallest_residual():
+    K, d = 3, 5
+    x, w, labels, cols, _ = _orthogonal_classes(21, K, 20, d, 10, N_max=12, d_max=6, garbage=1.0)
+    args = (jnp.asarray(x), jnp.asarray(w), jnp.asarray(cols))
+    energy = float(np.sum(w * np.sum(x * x, 1)))
+    fit = jax.jit(S.k_subspaces_fit, static_argnames=("K", "restarts", "iterations", "init"))
+    for init, key in (("random", 1), ("spectral", 2)):
+        res = fit(*args, key=jax.random.key(key), K=K, restarts=6, iterations=10, init=init)
+        objs = np.asarray(res.start_objectives)
+        assert objs.shape == (6 + (init == "spectral"),)
+        start = int(res.start)
+        # kept: the first start within TIE_RTOL of the energy of the smallest residual
+        tied = np.flatnonzero(objs <= objs.min() + S.TIE_RTOL * energy)
+        assert start == tied[0] and float(res.objective) == objs[start]
+        np.testing.assert_array_equal(np.asarray(res.assign), np.asarray(res.start_assigns)[start])
+        for a, obj in zip(np.asarray(res.start_assigns), objs):
+            # each start's residual is its clustering's with its own subspaces: at least the
+            # clustering's objective (every cluster refitted by PCA, computed with NumPy)
+            assert obj >= _objective_np(x, a, d) - 1e-9 * energy
+    # residuals of the random starts differ on this data (plain K-subspaces gets stuck), so
+    # the selection is not vacuous
+    assert objs.max() > 1e-3 * energy
+
+
+def test_k_subspaces_fit_ignores_padding_rows():
+    K, d, N = 2, 3, 5
+    x, w, _, cols, _ = _orthogonal_classes(30, K, 20, d, N, N_max=8, d_max=4, garbage=1.0)
+    keep = w > 0
+    fit = jax.jit(lambda x, w, key: S.k_subspaces_fit(x, w, jnp.asarray(cols), key=key, K=K, restarts=3,
+                                                      iterations=6, init="spectral"))
+    # the spectral start and 3 random starts, side by side; padding rows hold garbage
+    a = fit(jnp.asarray(x), jnp.asarray(w), jax.random.key(31))
+    b = fit(jnp.asarray(x[keep]), jnp.asarray(w[keep]), jax.random.key(31))
+    assert np.all(np.asarray(a.start_assigns)[:, ~keep] == 0)
+    np.testing.assert_array_equal(np.asarray(a.start_assigns)[:, keep], np.asarray(b.start_assigns))
+    np.testing.assert_allclose(a.start_objectives, b.start_objectives, rtol=1e-9, atol=1e-12)
+
+
+def _all_partitions(R, K):
+    """Every partition of R points into at most K clusters, once (labels in order of first use)."""
+    for labels in itertools.product(range(K), repeat=R):
+        if all(labels[i] <= max(labels[:i], default=-1) + 1 for i in range(R)):
+            yield np.eye(K)[list(labels)]
+
+
+@pytest.mark.parametrize("K,d,N,zero_residual", [(2, 2, 2, 3), (2, 3, 3, 10), (2, 2, 3, 1), (2, 3, 4, 1),
+                                                 (3, 1, 2, 1), (3, 2, 2, 15)])
+def test_identifiability_limit_by_enumeration(K, d, N, zero_residual):
+    """Without labels the true partition is the unique zero-residual one iff N >= d + 1; at
+    N = d every split into K groups of d points has residual 0: (K d)! / ((d!)^K K!)."""
+    x, w, labels, _, _ = _orthogonal_classes(40 + d + N, K, 12, d, N)
+    energy = float(np.sum(x * x))
+    zero = [a for a in _all_partitions(K * N, K) if _objective_np(x, a, d) < 1e-12 * energy]
+    assert len(zero) == zero_residual
+    assert any(_same_partition_np(a, labels) for a in zero)
+    if N == d:
+        assert zero_residual == math.factorial(K * d) // (math.factorial(d) ** K * math.factorial(K))
+    # partition_objective agrees with NumPy on a few of them
+    for a in zero[:2] + [np.roll(labels, 1, axis=0)]:
+        np.testing.assert_allclose(float(S.partition_objective(jnp.asarray(x), jnp.asarray(a), jnp.ones(d))),
+                                   _objective_np(x, a, d), rtol=1e-8, atol=1e-12 * energy)
+
+
+def test_clustering_validates_its_arguments():
+    x, w = jnp.zeros((6, 4)), jnp.ones((6,))
+    cols, key = jnp.ones((2,)), jax.random.key(0)
+    cases = [
+        (dict(x=x, weights=w, K=2, restarts=2, iterations=2, init="kmeans"), "init"),
+        (dict(x=x, weights=w, K=0, restarts=2, iterations=2), "K"),
+        (dict(x=x, weights=jnp.ones((5,)), K=2, restarts=2, iterations=2), "weights"),
+        (dict(x=x, weights=w, K=2, restarts=0, iterations=2, init="random"), "restarts"),
+        (dict(x=x, weights=w, K=2, restarts=2, iterations=2, threshold=1.5), "threshold"),
+        (dict(x=x, weights=-w, K=2, restarts=2, iterations=2), "weights"),
+        (dict(x=x[0], weights=w, K=2, restarts=2, iterations=2), "x"),
+    ]
+    for kwargs, name in cases:
+        with pytest.raises(ValueError, match=f"^{name}:"):
+            S.k_subspaces_fit(kwargs.pop("x"), kwargs.pop("weights"), cols, key=key, **kwargs)
+    with pytest.raises(ValueError, match="^threshold:"):
+        S.spectral_start(x, w, K=2, threshold=-0.1)
+    with pytest.raises(ValueError, match="^assign:"):
+        S.partition_objective(x, jnp.ones((5, 2)), cols)
+    with pytest.raises(ValueError, match="^a/b:"):
+        S.same_partition(jnp.ones((6, 2)), jnp.ones((6, 3)))
+
+
+# ------------------------------------------------------------------------------------------
 # Pair errors, cosines, angles.
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [1e-9, 1e-3, 0.3])
