@@ -132,9 +132,8 @@ def _show_sweep_config(sw, sets: dict, grids: dict) -> int:
 def _sweep_counts(folder: str) -> tuple[int, object]:
     """``(points saved, points planned)`` of a sweep folder (``"?"`` without a manifest)."""
     import json
-    pdir = os.path.join(folder, "points")
-    done = len([f for f in os.listdir(pdir) if f.endswith(".json") and not f.startswith(".")]) \
-        if os.path.isdir(pdir) else 0
+    from molrg.study.sweep import saved_points
+    done = saved_points(folder)
     try:
         with open(os.path.join(folder, "manifest.json")) as fh:
             total = json.load(fh).get("num_points", "?")

@@ -361,12 +361,15 @@ def test_sweep_prints_its_folder_links_latest_and_ls_lists_it(tmp_path, capsys):
     assert os.path.realpath(out / "latest") == str(out / folder) and os.path.islink(out / "latest")
     catalogue.run_experiment("demo", quick=True, overrides={"num_test": 100, "sigmas": "0.1,1.0"},
                              out_dir=str(out), verbose=False, plot=False)
-    # a stopped sweep: its manifest says so and some points are missing
-    points = sorted((out / folder / "points").glob("*.json"))
+    # a stopped sweep: its manifest says so and some points are missing (3 of the 4 one-point chunks)
+    assert cli.main(argv + ["--batch", "1", "--out", str(tmp_path / "one-per-chunk")]) == 0
+    capsys.readouterr()
+    (one,) = (tmp_path / "one-per-chunk").glob("sweep-*")
+    chunks = sorted((one / "chunks").glob("*.parquet"))
     man = json.load(open(out / folder / "manifest.json"))
-    (out / "sweep-optimal_snr-stopped" / "points").mkdir(parents=True)
-    for p in points[:3]:
-        (out / "sweep-optimal_snr-stopped" / "points" / p.name).write_bytes(p.read_bytes())
+    (out / "sweep-optimal_snr-stopped" / "chunks").mkdir(parents=True)
+    for p in chunks[:3]:
+        (out / "sweep-optimal_snr-stopped" / "chunks" / p.name).write_bytes(p.read_bytes())
     json.dump(dict(man, status="interrupted"), open(out / "sweep-optimal_snr-stopped" / "manifest.json", "w"))
     assert cli.main(["ls", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()

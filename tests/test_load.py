@@ -90,10 +90,13 @@ def test_sweep_loads_one_row_per_point_in_grid_order(tmp_path):
 
 def test_partial_sweep_loads_the_saved_points(tmp_path):
     grids = parse_grids(["sigma=0.05,0.5,5", "seed=0,1"])
-    res = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path), verbose=False)
+    res = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path), verbose=False,
+                    batch_size=1)  # one chunk file per point
     gone = [res["rows"][1]["key"], res["rows"][4]["key"]]
-    for key in gone:
-        os.unlink(os.path.join(res["dir"], "points", f"{key}.json"))
+    cdir = os.path.join(res["dir"], "chunks")
+    for f in os.listdir(cdir):
+        if pd.read_parquet(os.path.join(cdir, f), columns=["key"])["key"].iloc[0] in gone:
+            os.unlink(os.path.join(cdir, f))
     man_path = os.path.join(res["dir"], "manifest.json")
     json.dump(dict(json.load(open(man_path)), status="interrupted"), open(man_path, "w"))
     df = molrg.load(res["dir"])

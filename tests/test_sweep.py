@@ -13,7 +13,7 @@ import pytest
 
 from molrg.experiments import run_sweep, sweepable
 from molrg.study.config import parse_grids
-from molrg.study.sweep import _chunks, expand_grid, load_points, point_key
+from molrg.study.sweep import _chunks, _read_chunk, expand_grid, load_points, point_key
 
 SMALL = {"num_samples": 64, "n": 12, "K": 2, "d": 3}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,21 +124,77 @@ def test_kill_midway_then_resume_recomputes_nothing_finished(tmp_path):
     proc.wait()
     assert len(written) >= 4
     sweep_dir = next(p for p in os.listdir(out) if p.startswith("sweep-"))
-    files = os.listdir(os.path.join(out, sweep_dir, "points"))
-    # no partial file visible (a kill inside a write may leave a hidden ".KEY.json.*.tmp")
-    assert all(f.endswith(".json") for f in files if not f.startswith("."))
-    done_before = {f[:-5] for f in files if not f.startswith(".")}
+    cdir = os.path.join(out, sweep_dir, "chunks")
+    files = os.listdir(cdir)
+    # no partial file visible (a kill inside a write may leave a hidden ".chunk-N.parquet.*.tmp")
+    assert all(f.endswith(".parquet") for f in files if not f.startswith("."))
+    done_before = set()
+    for f in files:  # every visible chunk is whole and verifies
+        if not f.startswith("."):
+            chunk, reason = _read_chunk(os.path.join(cdir, f))
+            assert reason is None, (f, reason)
+            done_before.update(chunk["keys"])
     assert set(written) <= done_before and len(done_before) < 12
-    for f in done_before:  # every finished file is complete JSON
-        json.load(open(os.path.join(out, sweep_dir, "points", f + ".json")))
     import jax
     with jax.enable_x64(True):
         res = run_sweep("optimal_snr", parse_grids(["sigma=0.05,0.5,5", "seed=0,1,2,3"]),
                         overrides=SMALL, out_dir=out, verbose=False)
     assert res["skipped"] == len(done_before) and res["computed"] == 12 - len(done_before)
     assert not res["rejected"]  # every file a killed run left verifies
-    assert not [f for f in os.listdir(os.path.join(out, sweep_dir, "points")) if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(cdir) if f.endswith(".tmp")]
     full = run_sweep("optimal_snr", parse_grids(["sigma=0.05,0.5,5", "seed=0,1,2,3"]),
                      overrides=SMALL, out_dir=str(tmp_path / "clean"), verbose=False)
     np.testing.assert_allclose([r["snr"] for r in res["rows"]], [r["snr"] for r in full["rows"]],
                                rtol=1e-12)
+
+
+def test_one_chunk_per_call_and_old_point_folders_still_load_and_resume(tmp_path):
+    """Results are one Parquet chunk per compiled call; a folder of schema-2 JSON point files
+    (molrg before chunks) loads, and resumes with its points skipped and new ones in chunks."""
+    import molrg
+    from molrg.study.sweep import _make_record, _write_record
+
+    grids = parse_grids(["sigma=0.05,0.5,5", "seed=0,1", "d=2,3"])  # two static groups of 6
+    ref = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path / "ref"), batch_size=4,
+                    verbose=False)
+    chunks = sorted(os.listdir(os.path.join(ref["dir"], "chunks")))
+    assert len(chunks) == 4 and not os.path.exists(os.path.join(ref["dir"], "points"))  # 2 calls per group
+    # an old folder: 5 of the 12 points as JSON point files
+    old = tmp_path / "old" / os.path.basename(ref["dir"])
+    (old / "points").mkdir(parents=True)
+    recs = {r["key"]: r for r in load_points(ref["dir"])}
+    assert len(recs) == 12 and all(r["schema"] == 3 for r in recs.values())
+    kept = [r["key"] for r in ref["rows"][::3]][:5]
+    for key in kept:
+        _write_record(str(old / "points" / f"{key}.json"),
+                      _make_record(key, recs[key]["config"], recs[key]["outputs"]))
+    df_old = molrg.load(str(old))
+    assert sorted(df_old["key"]) == sorted(kept) and df_old["finite"].all()
+    res = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path / "old"), batch_size=4,
+                    verbose=False)
+    assert res["skipped"] == len(kept) and res["computed"] == 12 - len(kept) and not res["rejected"]
+    assert [r["key"] for r in res["rows"]] == [r["key"] for r in ref["rows"]]
+    np.testing.assert_allclose([r["snr"] for r in res["rows"]], [r["snr"] for r in ref["rows"]], rtol=1e-6)
+    df = molrg.load(str(old))  # both kinds read into one table, in grid order
+    assert list(df["key"]) == [r["key"] for r in ref["rows"]]
+    assert {r["schema"] for r in load_points(str(old))} == {2, 3}
+
+
+def test_tables_parquet_always_csv_up_to_the_limit(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import molrg
+    from molrg.study import sweep as sweep_mod
+
+    grids = parse_grids(["sigma=0.05,0.5,5", "seed=0,1"])
+    res = run_sweep("optimal_snr", grids, overrides=SMALL, out_dir=str(tmp_path), verbose=False)
+    pq_table = pd.read_parquet(os.path.join(res["dir"], "table.parquet"))
+    csv_table = molrg.load(os.path.join(res["dir"], "table.csv"))
+    assert list(pq_table["key"]) == list(csv_table["key"]) == [r["key"] for r in res["rows"]]
+    np.testing.assert_array_equal(pq_table["snr"].to_numpy(), csv_table["snr"].to_numpy())
+    monkeypatch.setattr(sweep_mod, "CSV_MAX_ROWS", 5)  # 6 rows: above the limit
+    big = run_sweep("optimal_snr", parse_grids(["sigma=0.05,0.5,5", "seed=0,1"]), overrides=dict(SMALL, n=13),
+                    out_dir=str(tmp_path), verbose=False)
+    assert not os.path.exists(os.path.join(big["dir"], "table.csv"))
+    assert len(pd.read_parquet(os.path.join(big["dir"], "table.parquet"))) == 6
+    assert len(molrg.load(big["dir"])) == 6

@@ -4,7 +4,9 @@ random moments and a full disk never leave a wrong table.
 
 The reference for every resumed table is a clean, uninterrupted run of the same grid: the
 resumed ``table.csv`` must equal it byte for byte (same batch size, so the same compiled
-program computes every point).
+program computes every point). Results are Parquet chunks (one per compiled call; with
+``batch_size=1`` one point each); the JSON point files of older molrg are still read, so
+their faults are tested on a legacy copy of the clean folder.
 """
 
 import contextlib
@@ -40,7 +42,8 @@ from molrg.study import results as results_mod
 from molrg.study import sweep as sweep_mod
 from molrg.study.config import parse_grids
 from molrg.study.progress import Progress
-from molrg.study.sweep import _make_record, _verify, expand_grid, load_points, point_key
+from molrg.study.sweep import (_make_record, _read_chunk, _verify, _write_record, expand_grid, load_points,
+                               point_key)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"num_samples": 64, "n": 8, "K": 2, "d": 2}
@@ -72,11 +75,32 @@ def clean(tmp_path_factory):
 
 
 def _copy(clean_res, tmp_path):
-    """A copy of the clean sweep folder under ``tmp_path`` (same sweep id); its point files."""
+    """A copy of the clean sweep folder under ``tmp_path`` (same sweep id); its chunk files."""
     dst = tmp_path / os.path.basename(clean_res["dir"])
     shutil.copytree(clean_res["dir"], dst)
+    cdir = dst / "chunks"
+    return dst, sorted(cdir / f for f in os.listdir(cdir) if f.endswith(".parquet"))
+
+
+def _copy_legacy(clean_res, tmp_path):
+    """The clean folder as older molrg wrote it (one schema-2 JSON file per point, no chunks);
+    its point files."""
+    dst, _ = _copy(clean_res, tmp_path)
     pdir = dst / "points"
+    pdir.mkdir()
+    for rec in load_points(str(dst)):
+        _write_record(str(pdir / f"{rec['key']}.json"), _make_record(rec["key"], rec["config"], rec["outputs"]))
+    shutil.rmtree(dst / "chunks")
     return dst, sorted(pdir / f for f in os.listdir(pdir) if f.endswith(".json"))
+
+
+def _chunk_of(sweep_dir, key):
+    cdir = os.path.join(sweep_dir, "chunks")
+    for f in sorted(os.listdir(cdir)):
+        chunk, reason = _read_chunk(os.path.join(cdir, f))
+        if chunk is not None and key in chunk["keys"]:
+            return chunk, chunk["keys"].index(key)
+    raise AssertionError(f"no chunk holds {key}")
 
 
 # ----- item 1: non-finite inputs and outputs ------------------------------------------------
@@ -127,9 +151,9 @@ def test_nonfinite_outputs_are_flagged_and_not_counted_done(tmp_path, capsys):
     assert [r["finite"] for r in table] == ["False", "True"] and table[0]["y"] == "nan"
     man = json.load(open(os.path.join(res["dir"], "manifest.json")))
     assert man["nonfinite_points"] == [bad["key"]]
-    # the stored file verifies (NaN stored as the string "nan") but is not done: a rerun recomputes it
-    rec, reason = _verify(os.path.join(res["dir"], "points", f"{bad['key']}.json"), bad["key"])
-    assert reason is None and rec["finite"] is False and np.isnan(rec["outputs"]["y"])
+    # the stored chunk verifies (NaN stored as NaN) but the point is not done: a rerun recomputes it
+    chunk, i = _chunk_of(res["dir"], bad["key"])
+    assert not chunk["finite"][i] and np.isnan(chunk["outputs"]["y"][i]) and chunk["outputs"]["z"][i] == 1.0
     again = run_study_sweep(_TOY, {"x": [0.5, 2.0]}, out_dir=str(tmp_path), verbose=False)
     assert again["computed"] == 1 and again["skipped"] == 1
 
@@ -186,9 +210,9 @@ def _forged(ok: bytes, **outputs) -> bytes:
 
 
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))
-def test_bad_point_file_is_named_and_recomputed(clean, tmp_path, capsys, case):
+def test_bad_legacy_point_file_is_named_and_recomputed(clean, tmp_path, capsys, case):
     clean_res, clean_table = clean
-    _, files = _copy(clean_res, tmp_path)
+    _, files = _copy_legacy(clean_res, tmp_path)
     make, reason = CORRUPTIONS[case]
     victim = files[1]
     victim.write_bytes(make(_valid_bytes(victim)))
@@ -199,16 +223,112 @@ def test_bad_point_file_is_named_and_recomputed(clean, tmp_path, capsys, case):
     assert res["computed"] == 1 and res["skipped"] == 3
     assert res["rejected"] == [(str(victim), res["rejected"][0][1])] and reason in res["rejected"][0][1]
     assert _table(res) == clean_table  # recomputed, bit for bit
-    assert _verify(str(victim), victim.name[:-5])[1] is None  # rewritten, valid again
+    assert not victim.exists() and _chunk_of(res["dir"], victim.name[:-5])  # superseded by a chunk
+    assert all(_verify(str(f), f.name[:-5])[1] is None for f in files if f != victim)  # the rest kept
     man = json.load(open(os.path.join(res["dir"], "manifest.json")))
     assert man["status"] == "complete" and man["rejected_files"][0]["file"] == str(victim)
     again = _sweep(tmp_path)
     assert again["computed"] == 0 and not _warnings(capsys.readouterr().err)
 
 
-def test_file_copied_over_another_point_is_recomputed(clean, tmp_path, capsys):
+def _rewrite_chunk(path, edit, recompute_checksum=False):
+    """Rewrites a chunk through pyarrow: ``edit(table, meta) -> (table, meta)``."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"molrg"])
+    table, meta = edit(table, meta)
+    if recompute_checksum and meta is not None:
+        chunk_keys = table.column("key").to_pylist()
+        cols = {}
+        for name in table.column_names[1:]:
+            col = table.column(name)
+            cols[name] = col.to_pylist() if str(col.type) == "string" else col.to_numpy()
+        meta["sha256"] = sweep_mod._chunk_digest(meta, chunk_keys, cols)
+    table = table.replace_schema_metadata(None if meta is None else {"molrg": json.dumps(meta)})
+    pq.write_table(table, path)
+
+
+def _set_column(table, name, values):
+    import pyarrow as pa
+
+    return table.set_column(table.column_names.index(name), name, pa.array(values, table.column(name).type))
+
+
+def test_a_flipped_byte_anywhere_is_caught_or_harmless(clean, tmp_path):
+    """Each byte of a chunk flipped in turn (every 7th): the chunk is rejected, or what it reads
+    is exactly the original (the byte carried no content: padding, statistics)."""
+    _, files = _copy(clean[0], tmp_path)
+    ok = files[0].read_bytes()
+    good, _ = _read_chunk(str(files[0]))
+    caught = 0
+    for pos in range(0, len(ok), 7):
+        bad = bytearray(ok)
+        bad[pos] ^= 0xFF
+        files[0].write_bytes(bytes(bad))
+        chunk, reason = _read_chunk(str(files[0]))
+        if reason is not None:
+            caught += 1
+            continue
+        assert chunk["keys"] == good["keys"] and chunk["config"] == good["config"], pos
+        assert np.array_equal(chunk["finite"], good["finite"]), pos
+        for k, v in good["outputs"].items():
+            assert v.tobytes() == chunk["outputs"][k].tobytes(), (pos, k)
+    assert caught > len(ok) // 7 // 2  # most bytes carry content
+
+
+CHUNK_CORRUPTIONS = {  # name: (bytes -> bytes, or a _rewrite_chunk edit; reasons that may be given)
+    "random_bytes": (lambda ok: bytes(random.Random(0).randrange(256) for _ in range(300)), ["not a readable Parquet"]),
+    "empty_file": (lambda ok: b"", ["not a readable Parquet"]),
+    "truncated": (lambda ok: ok[: len(ok) // 2], ["not a readable Parquet"]),
+    "json_point_record": (lambda ok: b'{"schema": 2}', ["not a readable Parquet"]),
+    "edited_value": (lambda t, m: (_set_column(t, "out.snr", [t.column("out.snr")[0].as_py() * 1.5]), m),
+                     ["checksum mismatch"]),
+    "edited_config": (lambda t, m: (t, dict(m, config=dict(m["config"], sigma=7.0))), ["checksum mismatch"]),
+    "edited_key": (lambda t, m: (_set_column(t, "key", ["0" * 20]), m), ["checksum mismatch"]),
+    "no_metadata": (lambda t, m: (t, None), ["has no molrg metadata"]),
+    "unknown_schema": (lambda t, m: (t, dict(m, schema=99)), ["unknown chunk schema 99"]),
+    "dropped_column": (lambda t, m: (t.drop_columns(["out.mse"]), m), ["do not match its metadata"]),
+    "forged_finite_flag": (lambda t, m: (_set_column(t, "out.snr", [float("nan")]), m),
+                           ["'finite' column contradicts"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHUNK_CORRUPTIONS))
+def test_bad_chunk_is_named_and_its_points_recomputed(clean, tmp_path, capsys, case):
     clean_res, clean_table = clean
     _, files = _copy(clean_res, tmp_path)
+    make, reasons = CHUNK_CORRUPTIONS[case]
+    victim = files[1]
+    if make.__code__.co_argcount == 1:
+        victim.write_bytes(make(victim.read_bytes()))
+    else:
+        _rewrite_chunk(str(victim), make, recompute_checksum=case == "forged_finite_flag")
+    capsys.readouterr()
+    res = _sweep(tmp_path)
+    warn = _warnings(capsys.readouterr().err)
+    assert len(warn) == 1 and f"chunk {victim} " in warn[0] and any(r in warn[0] for r in reasons), warn
+    assert res["computed"] == 1 and res["skipped"] == 3 and res["rejected"][0][0] == str(victim)
+    assert _table(res) == clean_table  # recomputed, bit for bit
+    assert not victim.exists()  # superseded by the new chunk
+    again = _sweep(tmp_path)
+    assert again["computed"] == 0 and not _warnings(capsys.readouterr().err)
+
+
+def test_chunk_copied_over_another_is_a_duplicate_not_a_loss_of_trust(clean, tmp_path, capsys):
+    clean_res, clean_table = clean
+    _, files = _copy(clean_res, tmp_path)
+    shutil.copyfile(files[0], files[2])  # one point twice (it verifies: keys travel inside), one missing
+    res = _sweep(tmp_path)
+    assert not _warnings(capsys.readouterr().err)
+    keys = [r["key"] for r in res["rows"]]
+    assert len(keys) == len(set(keys)) == 4 and res["computed"] == 1
+    assert _table(res) == clean_table
+
+
+def test_file_copied_over_another_point_is_recomputed(clean, tmp_path, capsys):
+    clean_res, clean_table = clean
+    _, files = _copy_legacy(clean_res, tmp_path)
     shutil.copyfile(files[0], files[2])  # the issue: one point twice, one missing
     res = _sweep(tmp_path)
     warn = _warnings(capsys.readouterr().err)
@@ -222,35 +342,37 @@ def test_unreadable_point_file_is_named_and_recomputed(clean, tmp_path, capsys):
     clean_res, clean_table = clean
     _, files = _copy(clean_res, tmp_path)
     files[3].unlink()
-    files[3].mkdir()  # reading it fails with IsADirectoryError (also under root, unlike chmod 000)
+    files[3].mkdir()  # not a file it can read (also under root, unlike chmod 000)
     (files[3] / "x").write_text("x")
-    with pytest.raises(OSError):  # it cannot be replaced either: the sweep stops, naming it
-        _sweep(tmp_path)
+    res = _sweep(tmp_path)  # named, its point recomputed into a new chunk
     warn = _warnings(capsys.readouterr().err)
     assert len(warn) == 1 and str(files[3]) in warn[0] and "unreadable" in warn[0]
+    assert res["computed"] == 1 and _table(res) == clean_table
     shutil.rmtree(files[3])
-    assert _table(_sweep(tmp_path)) == clean_table
+    assert _sweep(tmp_path)["computed"] == 0 and not _warnings(capsys.readouterr().err)
 
 
 def test_many_bad_files_give_bounded_warnings(tmp_path, capsys):
     grids = {"sigma": [repr(float(s)) for s in np.geomspace(0.05, 5, 25)]}
-    res = _sweep(tmp_path, grids)
-    for f in os.listdir(os.path.join(res["dir"], "points")):
-        with open(os.path.join(res["dir"], "points", f), "w") as fh:
+    res = _sweep(tmp_path, grids)  # batch_size=1: 25 chunks
+    for f in os.listdir(os.path.join(res["dir"], "chunks")):
+        with open(os.path.join(res["dir"], "chunks", f), "w") as fh:
             fh.write("5")
     capsys.readouterr()
     again = _sweep(tmp_path, grids)
     warn = _warnings(capsys.readouterr().err)
     assert again["computed"] == 25 and len(again["rejected"]) == 25
-    assert len(warn) == sweep_mod._MAX_WARNINGS + 1 and "5 more point files" in warn[-1]
+    assert len(warn) == sweep_mod._MAX_WARNINGS + 1 and "5 more files" in warn[-1]
 
 
-def test_load_points_verifies(clean, tmp_path, capsys):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_load_points_verifies(clean, tmp_path, capsys, legacy):
     clean_res, _ = clean
-    dst, files = _copy(clean_res, tmp_path)
+    dst, files = (_copy_legacy if legacy else _copy)(clean_res, tmp_path)
     files[0].write_bytes(b"null")
     recs = load_points(str(dst))
-    assert len(recs) == 3 and all(r["schema"] == 2 and r["finite"] for r in recs)
+    assert len(recs) == 3 and all(r["schema"] == (2 if legacy else 3) and r["finite"] for r in recs)
+    assert all(point_key(r["config"]) == r["key"] for r in recs)  # each config as it was hashed
     warn = _warnings(capsys.readouterr().err)
     assert len(warn) == 1 and str(files[0]) in warn[0]
 
@@ -392,12 +514,12 @@ KILL_GRID = {"n": ["8", "9", "10"], "sigma": ["0.1", "0.5", "2.0"], "seed": ["0"
 
 
 def _check_folder_is_consistent(out):
-    """Whatever a kill left: every visible point file verifies; JSON and CSV files parse."""
+    """Whatever a kill left: every visible chunk verifies; JSON files parse."""
     for sweep in [d for d in os.listdir(out) if d.startswith("sweep-")]:
-        pdir = os.path.join(out, sweep, "points")
-        for f in os.listdir(pdir):
+        cdir = os.path.join(out, sweep, "chunks")
+        for f in os.listdir(cdir):
             if not f.startswith("."):
-                assert f.endswith(".json") and _verify(os.path.join(pdir, f), f[:-5])[1] is None, f
+                assert f.endswith(".parquet") and _read_chunk(os.path.join(cdir, f))[1] is None, f
         man = os.path.join(out, sweep, "manifest.json")
         if os.path.exists(man):
             json.load(open(man))
@@ -430,7 +552,7 @@ def _kill_trials(tmp_path, cache, trials, seed):
     assert _table(res) == _table(ref)
     man = json.load(open(os.path.join(res["dir"], "manifest.json")))
     assert man["status"] == "complete"
-    assert not [f for f in os.listdir(res["dir"]) + os.listdir(os.path.join(res["dir"], "points"))
+    assert not [f for f in os.listdir(res["dir"]) + os.listdir(os.path.join(res["dir"], "chunks"))
                 if f.endswith(".tmp")]
     return res
 
@@ -447,7 +569,7 @@ def test_kill9_over_many_trials(tmp_path, cache):
 def test_leftover_temporaries_are_removed(clean, tmp_path):
     clean_res, clean_table = clean
     dst, files = _copy(clean_res, tmp_path)
-    junk = [dst / "points" / f".{files[0].name}.abc123.tmp", dst / ".table.csv.xyz.tmp"]
+    junk = [dst / "chunks" / f".{files[0].name}.abc123.tmp", dst / ".table.csv.xyz.tmp"]
     for j in junk:
         j.write_text('{"half":')
     res = _sweep(tmp_path)
@@ -489,17 +611,17 @@ def test_full_disk_stops_cleanly_and_resumes(clean, tmp_path, monkeypatch):
 
     monkeypatch.setattr(results_mod, "atomic_write", limited)
     monkeypatch.setattr(sweep_mod, "atomic_write", limited)
-    pdir = os.path.join(clean_res["dir"], "points")
-    one_point = max(os.path.getsize(os.path.join(pdir, f)) for f in os.listdir(pdir))
+    cdir = os.path.join(clean_res["dir"], "chunks")
+    one_point = max(os.path.getsize(os.path.join(cdir, f)) for f in os.listdir(cdir))  # a chunk: one point
     manifest = os.path.getsize(os.path.join(clean_res["dir"], "manifest.json"))  # > a "running" one
-    disk.free = manifest + 2 * one_point + 50  # the manifest, two point files, then full
+    disk.free = manifest + 2 * one_point + 50  # the manifest, two chunks, then full
     with pytest.raises(OSError) as info:
         _sweep(tmp_path)
     assert info.value.errno == errno.ENOSPC and "cannot write" in str(info.value)
-    assert "rerun to resume" in str(info.value) and "/points/" in str(info.value)
+    assert "rerun to resume" in str(info.value) and "/chunks/" in str(info.value)
     sweep_dir = os.path.join(tmp_path, os.path.basename(clean_res["dir"]))
-    visible = [f for f in os.listdir(os.path.join(sweep_dir, "points")) if not f.startswith(".")]
-    assert 1 <= len(visible) < 4 and not [f for f in os.listdir(os.path.join(sweep_dir, "points"))
+    visible = [f for f in os.listdir(os.path.join(sweep_dir, "chunks")) if not f.startswith(".")]
+    assert 1 <= len(visible) < 4 and not [f for f in os.listdir(os.path.join(sweep_dir, "chunks"))
                                           if f.endswith(".tmp")]  # no torn or temporary file
     _check_folder_is_consistent(str(tmp_path))
     assert json.load(open(os.path.join(sweep_dir, "manifest.json")))["status"] != "complete"
@@ -526,7 +648,7 @@ def test_real_full_tmpfs(clean, cache, tmp_path):
     code = _script(cache, f"""
     import json
     fill = os.path.join({str(mnt)!r}, "filler")
-    with open(fill, "wb") as fh:  # leave room for the manifest and about one point file
+    with open(fill, "wb") as fh:  # leave room for the manifest and about two chunks
         fh.write(b"x" * (48 * 1024 - 4 * 4096 - 2048))
     err = None
     try:
@@ -570,7 +692,8 @@ def test_files_and_folders_get_umask_modes(tmp_path):
     with _umask(0o022):
         assert default_mode() == 0o644 and default_mode(directory=True) == 0o755
         res = _sweep(tmp_path / "sweep", {"sigma": ["0.3"]})
-        for f in ("manifest.json", "table.csv", f"points/{res['rows'][0]['key']}.json"):
+        for f in ("manifest.json", "table.csv", "table.parquet", *(f"chunks/{c}" for c in
+                                                                    os.listdir(os.path.join(res["dir"], "chunks")))):
             assert _mode(os.path.join(res["dir"], f)) == 0o644, f
         path = run_experiment(_toy_experiment(), out_dir=str(tmp_path / "runs"), verbose=False, plot=False)
         assert _mode(path) == 0o755

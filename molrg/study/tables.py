@@ -2,7 +2,8 @@
 
 :func:`load` reads a result folder into DataFrames (``molrg.load`` is this function):
 
-* a **sweep** folder (``sweep-STUDY-HASH``): one DataFrame, one row per saved point, in
+* a **sweep** folder (``sweep-STUDY-HASH``): one DataFrame, one row per saved point (read
+  column by column from its Parquet chunks, and from the JSON point files of older molrg), in
   grid order, with a ``key`` column, one column per config field and one per output
   (scalar outputs as numbers, array outputs as NumPy arrays in an object column), plus
   ``finite`` (False where an output is NaN or infinite). A partial sweep loads too: its
@@ -40,7 +41,8 @@ def _manifest(folder: str) -> dict | None:
 
 
 def _is_sweep(folder: str, manifest: dict | None) -> bool:
-    return (manifest is not None and "study" in manifest) or os.path.isdir(os.path.join(folder, "points"))
+    return (manifest is not None and "study" in manifest) or os.path.isdir(os.path.join(folder, "chunks")) \
+        or os.path.isdir(os.path.join(folder, "points"))
 
 
 def load(path, table: str | None = None):
@@ -112,25 +114,25 @@ def _grid_order(df, grids: dict):
         pos: dict = {}
         for i, v in enumerate(grids[k] if isinstance(grids[k], list) else [grids[k]]):
             pos.setdefault(norm(v), i)
-        order.append([pos.get(norm(v), len(pos)) for v in df[k]])
-    idx = sorted(range(len(df)), key=lambda r: (tuple(o[r] for o in order), df["key"].iloc[r]))
+        col = df[k]
+        if col.dtype.kind in "iuf":  # numbers: one hashed lookup per row in pandas, not in Python
+            codes = col.astype(float).map({v: i for v, i in pos.items() if isinstance(v, float)})
+            order.append(codes.fillna(len(pos)).to_numpy(np.int64))
+        else:
+            order.append(np.fromiter((pos.get(norm(v), len(pos)) for v in col), np.int64, len(df)))
+    # np.lexsort: the last key sorts first; the key breaks ties (only sorted by where some
+    # rows share every grid coordinate: sorting 10^6 strings costs seconds)
+    idx = np.lexsort(order[::-1])
+    codes = np.stack([o[idx] for o in order])
+    if len(df) > 1 and not (codes[:, 1:] != codes[:, :-1]).any(axis=0).all():
+        idx = np.lexsort([df["key"].to_numpy(dtype=str)] + order[::-1])
     return df.iloc[idx].reset_index(drop=True)
 
 
 def _load_sweep(folder: str, manifest: dict, pd):
-    from molrg.study.sweep import load_points  # the one verified reader of point files
+    from molrg.study.sweep import load_frame  # the one verified reader of chunks and point files
 
-    rows = []
-    for rec in load_points(folder) if os.path.isdir(os.path.join(folder, "points")) else []:
-        row = {"key": rec["key"]}
-        row.update(rec["config"])
-        for k, v in rec["outputs"].items():
-            row[k] = v if np.ndim(v) == 0 else np.asarray(v)
-        row["finite"] = rec.get("finite", True)
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if not rows:
-        df = pd.DataFrame(columns=["key"])
+    df = load_frame(folder)
     df = _grid_order(df, manifest.get("grids") or {})
     df.attrs.update(kind="sweep", path=folder, study=manifest.get("study"),
                     num_points=manifest.get("num_points"), status=manifest.get("status"))
@@ -208,9 +210,9 @@ def _describe(parent: str, entry: str) -> dict | None:
     manifest = _manifest(folder)
     if _is_sweep(folder, manifest):
         manifest = manifest or {}
-        pdir = os.path.join(folder, "points")
-        done = len([f for f in os.listdir(pdir) if f.endswith(".json") and not f.startswith(".")]) \
-            if os.path.isdir(pdir) else 0
+        from molrg.study.sweep import saved_points
+
+        done = saved_points(folder)
         total = manifest.get("num_points")
         if manifest.get("status") == "complete":
             status = "complete"
