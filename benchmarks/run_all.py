@@ -13,7 +13,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-BENCHES = ["bench_core", "bench_diffusionlab", "bench_theory", "bench_training", "bench_sweep"]
+BENCHES = ["bench_core", "bench_diffusionlab", "bench_theory", "bench_training", "bench_sweep",
+           "bench_phase_transition"]
 
 
 def main():
