@@ -29,7 +29,8 @@ _CLAIMS = {
                   "fine_to_coarse_output"],
     "approximation": ["approximation_peak"],
     "relaxations": ["relaxation_overlap_lowers_snr", "relaxation_overlap_small_sigma_limit",
-                    "relaxation_separated_means"],
+                    "relaxation_separated_means", "relaxation_overlap_lowers_snr[trained network]",
+                    "lowrank_recovery_rate[K=2]"],
 }
 
 _FIGURES = {

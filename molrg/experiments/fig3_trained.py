@@ -1,8 +1,9 @@
 """P1 Fig. 3 with trained networks: learned vs optimal vs approximate denoisers across noise.
 
 Setting (docs/theory.md section 7): K = 3, n = 50, d = 5, delta = 0.2, 12,000 training samples, Adam 5e-4,
-DDPM T = 500, batch 32. Trains (a) P1's low-rank network (eq. 4, docs/theory.md section 4) from a random
-start with P1's loss (unweighted x0 loss, uniform t) and (b) an MLP denoiser (width 128,
+DDPM T = 500, batch 32. Trains (a) P1's low-rank network (eq. 4, docs/theory.md section 4) from random
+starts with P1's loss (unweighted x0 loss, uniform t) by molrg's recipe (below; ``lowrank_recipe="plain"``
+is P1's plain training from one start) and (b) an MLP denoiser (width 128,
 depth 3), and fits (c) the linear (Wiener) baseline in closed form. At each paper timestep,
 on ``num_test_sets`` independent test sets (error = the std over test sets), measures
 
@@ -14,7 +15,9 @@ on ``num_test_sets`` independent test sets (error = the std over test sets), mea
   training split) and linear-probe accuracy of: the low-rank net's ``h``, the optimal
   denoiser's outputs, the linear baseline's shrunk eigen-coordinates ``h``, and *every*
   hidden layer of the MLP (``mlp_hidden_1`` .. ``mlp_hidden_<depth>``);
-* the low-rank network's subspace recovery and the KL of its posterior from the exact one;
+* the low-rank network's subspace recovery and the KL of its posterior from the exact one, its
+  recovery rate over ``recovery_seeds`` runs of the recipe (one vmapped program) and the
+  optimisation certificate of every run (:mod:`molrg.certify`);
 * the unimodality verdict (:func:`molrg.metrics.unimodality`, z = 3) of every curve.
 
 The MLP (measured, see the ``networks_compare`` figure and tests/test_networks.py): with
@@ -30,6 +33,47 @@ preconditioning's ``sigma_data`` to the training data's per-coordinate std (abou
 ``mlp_sigma_data`` overrides). ``--set mlp_film=false --set mlp_weighting=uniform``
 reproduces the plain setting.
 
+The low-rank network's recipe and certificate. Trained from a random start, eq. 4 finds the
+stacked span but often leaves directions in the wrong block (a local minimum: objective 2-8%
+above the optimum's). The certificate: the final objective (P1's loss on fixed draws, every
+training point twice, :func:`molrg.recovery.objective_draws`) against ``objective_truth``, the network started
+at the true subspaces and trained by the same recipe; ``reached`` when within
+``CERTIFICATE_RTOL`` = 0.5% of it (:func:`molrg.certify.reached`; recovered networks lie within
+0.16%, the misassigned ones 2-8% above). The recipe (:class:`molrg.recovery.LowRankRecipe`): 16 random starts,
+each 2,000 Adam steps at lr 5e-3 (batch 32), the one of least objective kept and trained 2,000
+more steps at batch 512 with the lr cosine-decayed to 1%. What each ingredient did, measured
+(Fig. 3 data, seed 0; "recovered": matched error < 0.1; 16 or 64 starts, 2 CPU cores, load ~15)::
+
+    training (K = 3 unless stated)                                  recovered
+    P1 plain: lr 5e-4 constant, batch 32, 2,000 steps               0/16
+    P1 plain, 75,000 steps (P1's scale; checks.json, seed 0)        1/1 (error 0.042)
+    lr 5e-3 cosine to 1%, 5,000 steps, batch 32                     5/16
+      the same at batch 128 / at lr 2e-2, batch 128                 4/16, 4/16
+    lr 1e-2, 5% warm-up + cosine, 2,000 steps                       2/16
+    lr 5e-3 held 2,000 + cosine 2,000 (one start, batch 32)         14/64
+    continuation: 2,000 steps at sigma log-uniform [0.3, 3],
+      then 3,000 cosine; the same from [0.1, 1]                     6/16; 7/16
+    annealed continuation [1, 3] > [0.5, 1.5] > [0.25, 0.75]
+      (1,000 steps each), then 2,000 cosine                         5/16
+    gating continuation: eq. 4 with delta 0.6 > 0.4 > 0.2           1/16
+    start inside the true stacked span, random rotation             0/64
+    RECIPE: 16 starts, least objective kept, decay (16 seeds)       16/16
+      its single starts after the search stage: objective reached   26/256
+    K = 2 (appendix setting): lr 5e-3 cosine, 3,000 steps           4/16
+    K = 2: lr 5e-3 held 2,000 + cosine 2,000                        32/64
+    K = 2 RECIPE (8 starts; relaxations experiment, 16 seeds)       16/16
+
+Every kept network of the recipe reached the certified optimum (relative excess -6e-5 ..
++5e-5 at full scale; -2e-4 .. +1.6e-3 with a batch-32 decay). The single starts that miss are
+optimisation failures: objective 2-8% above the truth-started network's (230 of 256 after
+the search stage; 21 more reach its objective but sit at matched error 0.10-0.14, the held
+lr's minibatch noise, so the error threshold counts them as misses there).
+Restarts selected by the objective are the ingredient that works; continuation adds at most
+a seed or two in 16; the final decay at a large batch sets the precision: started at the
+truth, the network ends at matched error 0.044 at batch 32, 0.019 at 256 and 0.012 at 1,024
+(minibatch noise, not the 12,000 samples). The K = 2 rate is measured by the relaxations
+experiment (``lowrank_recovery_rate[K=2]``, 8 starts).
+
 The defaults are P1's scale (200 epochs = 75,000 steps per network, 5 test sets of 9,000);
 ``--set epochs=20 --set test_size=3000`` is a 1-minute version.
 
@@ -37,9 +81,22 @@ Measured at paper scale (75,000 steps, 5 x 9,000 test points, seed 0; 2 CPU core
 1.5): MLP excess MSE at most 0.22x the Bayes MSE (sigma = 0.29; 0.07x at the smallest
 level), output SNR monotone decreasing, feature SNR of all three hidden layers with an interior
 peak (sigma 0.29-0.38, as the optimal denoiser's at 0.29), probe accuracy monotone decreasing
-for every representation. Wall time 156 s: training 19 s (low-rank) + 97 s (MLP), evaluation
-6 s, feature SNR 5 s, linear probes 20 s. At 7,500 steps the MLP's excess MSE is still 1.6x
-the Bayes MSE at the smallest level and no hidden layer peaks.
+for every representation. Wall time 156 s: training 19 s (low-rank, P1's plain recipe) + 97 s
+(MLP), evaluation 6 s, feature SNR 5 s, linear probes 20 s. At 7,500 steps the MLP's excess
+MSE is still 1.6x the Bayes MSE at the smallest level and no hidden layer peaks. The MLP's
+certificate: objective 3.766 vs the Bayes-optimal denoiser's 3.662 on the same draws (+2.8%):
+its FAILs (excess MSE, monotone output SNR) are its optimiser's / capacity's, not P1's.
+
+With molrg's recipe (defaults; one run, 2 CPU cores at load ~20, so times are upper bounds):
+16/16 seeds recover (matched errors 0.0125-0.0143, every one certified: relative excess
+-5.8e-5 .. +4.6e-5 of the truth-started network's objective, which ends at error 0.0135), and
+the low-rank network's output SNR is within 3 combined test-set stds of the optimum's at 14/14
+levels (largest gap 0.114; the truth-started network's gaps are the same). P1's plain recipe
+(one start, lr 5e-4 held, batch 32) that recovered at seed 0 ended at matched error 0.042
+(minibatch noise) and its SNR missed the optimum's at 5 of 14 levels (small sigma, gap
+0.21-1.3): the SNR FAIL was the final precision of the optimiser, not P1's claim. Wall time
+657 s at that load: the low-rank recovery study 279 s, MLP 137 s, evaluation 46 s, feature SNR
+69 s, probes 93 s.
 """
 
 from __future__ import annotations
@@ -53,15 +110,20 @@ import jax.numpy as jnp
 import numpy as np
 
 import molrg
-from molrg import metrics, probes, theory
+from molrg import certify, metrics, probes, theory
 from molrg.subspaces import compare_subspaces
 from molrg.networks import LinearDenoiser, LowRankDenoiser, MLPDenoiser, fit_linear
+from molrg.recovery import (CERTIFICATE_RTOL, RECOVERY_THRESHOLD, LowRankRecipe, objective_draws, recovery_study,
+                            recovery_summary)
 from molrg.study import Claim, Experiment, Progress, Results, load_results, save_figure
 from molrg.study.plotting import FULL_WIDTH, mark_quick, paper_style, plain_log_ticks
 from molrg.schedules import PAPER_TIMESTEPS, DDPMNoise, paper_timestep_sigmas
-from molrg.training import train
+from molrg.training import denoising_loss, train
 
 CURVES_SNR = ("lowrank", "optimal", "mlp", "linear")
+#: SNR curves measured (the plotted ones and the truth-started low-rank network, whose gap to the
+#: optimum is what 12,000 training samples allow a certified-optimal network).
+CURVES_SNR_ALL = CURVES_SNR + ("lowrank_truth",)
 CURVES_MSE = ("lowrank", "mlp", "linear")
 #: Fixed representations; the MLP's hidden layers ``mlp_hidden_<i>`` are added per depth.
 BASE_REPS = ("lowrank_h", "optimal_out", "linear_h")
@@ -95,6 +157,13 @@ class Fig3TrainedConfig:
     probes: bool = True  # False skips the linear probes (probe curves are then NaN)
     seed: int = 0  # PRNG seed of the mixture, the data and the test sets
     train_seed: int = 0  # PRNG seed of the networks' initialisation and batches
+    lowrank_recipe: str = "restarts"  # "restarts" (LowRankRecipe below) or "plain" (P1's: one start, lr/steps above)
+    lowrank_restarts: int = 16  # random starts per seed, the one of least objective kept
+    lowrank_steps: int = 4000  # Adam steps per start
+    lowrank_decay_steps: int = 2000  # the last steps cosine-decay the learning rate to 1%
+    lowrank_learning_rate: float = 5e-3  # Adam learning rate of the low-rank net's recipe
+    lowrank_continuation_steps: int = 0  # large-sigma stage first (sigma log-uniform in [0.1, 1]); 0: none
+    recovery_seeds: int = 16  # independent runs of the recipe (seed 0's network is the one evaluated)
 
     @property
     def steps(self) -> int:
@@ -127,6 +196,11 @@ class Fig3TrainedConfig:
             raise ValueError(f"mlp_sigma_data: must be None or finite and > 0; got {self.mlp_sigma_data}")
         if self.seed < 0 or self.train_seed < 0:
             raise ValueError("seed/train_seed: must be >= 0")
+        if self.lowrank_recipe not in ("restarts", "plain"):
+            raise ValueError(f"lowrank_recipe: must be 'restarts' or 'plain'; got {self.lowrank_recipe!r}")
+        if self.recovery_seeds < 1:
+            raise ValueError("recovery_seeds: must be >= 1")
+        lowrank_recipe(self).validate(self.num_train)
 
 
 def _kl(p, q):
@@ -165,6 +239,27 @@ def feature_snr_with_fit(features, labels, fit: metrics.ClassSubspaces):
                                                    jnp.ones((K,), z.dtype)))
 
 
+def lowrank_recipe(cfg) -> LowRankRecipe:
+    """The low-rank network's recipe of a config: molrg's restarts recipe, or P1's plain
+    training (one random start, the MLP's learning rate, steps and batch size)."""
+    if cfg.lowrank_recipe == "plain":
+        return LowRankRecipe(restarts=1, steps=cfg.steps, decay_steps=0, learning_rate=cfg.learning_rate,
+                             batch_size=cfg.batch_size)
+    return LowRankRecipe(restarts=cfg.lowrank_restarts, steps=cfg.lowrank_steps, decay_steps=cfg.lowrank_decay_steps,
+                         learning_rate=cfg.lowrank_learning_rate, batch_size=cfg.batch_size,
+                         continuation_steps=cfg.lowrank_continuation_steps)
+
+
+def _recipe_text(recipe: LowRankRecipe) -> str:
+    cont = (f"{recipe.continuation_steps} steps at sigma log-uniform in {list(recipe.continuation_sigmas)}, then "
+            if recipe.continuation_steps else "")
+    decay = (f", the last {recipe.decay_steps} (kept start, batch {recipe.decay_batch_size}) cosine-decayed to 1%"
+             if recipe.decay_steps else "")
+    kept = ", the least objective kept" if recipe.restarts > 1 else ""
+    return (f"{recipe.restarts} random start{'s' if recipe.restarts > 1 else ''} per seed, each {cont}{recipe.steps} "
+            f"Adam steps at lr {recipe.learning_rate:g}{decay}, batch {recipe.batch_size}{kept}")
+
+
 def build_networks(cfg: Fig3TrainedConfig, x_train):
     """The three networks and the MLP's noise distribution; ``sigma_data`` from the data."""
     sigma_data = (float(jnp.std(x_train)) if cfg.mlp_sigma_data is None else float(cfg.mlp_sigma_data))
@@ -194,12 +289,19 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
     times = {}
 
     t0 = time.perf_counter()
-    res_lr = train(lowrank, x_train, seed=cfg.train_seed, steps=cfg.steps, batch_size=cfg.batch_size,
-                   learning_rate=cfg.learning_rate)
-    res_lr.losses.block_until_ready()
+    recipe = lowrank_recipe(cfg)
+    draws = objective_draws(keys[5], x_train)  # the certificates' fixed noise draws
+    study = recovery_study(lowrank, x_train, mix, recipe, seeds=cfg.recovery_seeds,
+                           key=jax.random.key(cfg.train_seed), draws=draws)
+    recovery = recovery_summary(study)
+    p_lr = {"A": jnp.asarray(study["A"][0])}  # seed 0's kept network is the one evaluated below
+    p_truth = {"A": jnp.asarray(study["truth_A"])}  # started at the truth, trained by the same recipe
     times["train_lowrank_s"] = time.perf_counter() - t0
     if verbose:
-        print(f"  low-rank net: {cfg.steps} steps in {times['train_lowrank_s']:.1f} s")
+        print(f"  low-rank net: {cfg.recovery_seeds} seeds x {recipe.restarts} starts x {recipe.steps} steps in "
+              f"{times['train_lowrank_s']:.1f} s; recovered {recovery['recovered']}/{cfg.recovery_seeds} "
+              f"(single starts after the search stage: {recovery['single_start']['reached']}/"
+              f"{recovery['single_start']['starts']} reach the truth's objective)")
     t0 = time.perf_counter()
     res_mlp = train(mlp, x_train, seed=cfg.train_seed, steps=cfg.steps, batch_size=cfg.batch_size,
                     learning_rate=cfg.learning_rate, noise=mlp_noise)
@@ -208,7 +310,21 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
     if verbose:
         print(f"  MLP:          {cfg.steps} steps in {times['train_mlp_s']:.1f} s "
               f"(sigma_data {mlp.sigma_data:.4f}, film={mlp.film}, weighting {mlp_noise.weighting})")
-    p_lr, p_mlp, p_lin = res_lr.params, res_mlp.params, fit_linear(x_train)
+    p_mlp, p_lin = res_mlp.params, fit_linear(x_train)
+
+    # The MLP's certificate: its objective (P1's loss, uniform t) on the low-rank net's fixed
+    # draws against the Bayes-optimal denoiser's on the same draws (the optimum of any network).
+    @jax.jit
+    def mlp_certificate_objectives(draws):
+        x0, eps, sigma, scale = draws
+        xt = scale[:, None] * (x0 + sigma[:, None] * eps)
+        bayes_loss = jnp.mean(jnp.sum((molrg.denoise(mix, xt, sigma, scale) - x0) ** 2, axis=-1))
+        return denoising_loss(mlp, p_mlp, x0, sigma, scale, eps), bayes_loss
+
+    mlp_obj, bayes_obj = (float(v) for v in mlp_certificate_objectives(draws))
+    mlp_cert = {"objective": mlp_obj, "objective_bayes": bayes_obj,
+                "relative_excess": (mlp_obj - bayes_obj) / bayes_obj,
+                "reached": bool(certify.reached(mlp_obj, bayes_obj, rtol=CERTIFICATE_RTOL))}
 
     # Subspace recovery of the learned low-rank network.
     U = np.asarray(lowrank.bases(p_lr))
@@ -226,9 +342,10 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
         xt = scale * (x0 + sigma * eps)
         opt, post = molrg.denoise(mix, xt, sigma, scale, return_posterior=True)
         o_lr, f_lr = lowrank.apply(p_lr, xt, sigma, scale, return_features=True)
+        o_truth = lowrank.apply(p_truth, xt, sigma, scale)
         o_mlp, f_mlp = mlp.apply(p_mlp, xt, sigma, scale, return_features=True)
         o_lin, f_lin = linear.apply(p_lin, xt, sigma, scale, return_features=True)
-        outs = {"lowrank": o_lr, "optimal": opt, "mlp": o_mlp, "linear": o_lin}
+        outs = {"lowrank": o_lr, "optimal": opt, "mlp": o_mlp, "linear": o_lin, "lowrank_truth": o_truth}
         feats = {"lowrank_h": f_lr["h"], "optimal_out": opt, "linear_h": f_lin["h"],
                  **{f"mlp_{k}": v for k, v in f_mlp.items()}}
         return outs, feats, post, f_lr["posterior"]
@@ -245,7 +362,7 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
         outs, feats, post, post_lr = forward(x0, eps, sigma, scale)
         test = lambda v: v[:S * M].reshape(S, M, -1)  # noqa: E731
         outs = {c: test(v) for c, v in outs.items()}
-        snr = {c: jax.vmap(lambda o, lab: metrics.snr(o, lab, mix))(outs[c], labs) for c in CURVES_SNR}
+        snr = {c: jax.vmap(lambda o, lab: metrics.snr(o, lab, mix))(outs[c], labs) for c in CURVES_SNR_ALL}
         sq = {c: jnp.mean(jnp.sum((outs[c] - x0s) ** 2, axis=-1), axis=-1) for c in CURVES_SNR}
         kl = jax.vmap(_kl)(test(post), test(post_lr))
         return snr, sq, kl, {c: v[S * M:] for c, v in feats.items()}, {c: test(v) for c, v in feats.items()}
@@ -275,7 +392,7 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
     labs = jnp.stack([t[1] for t in test])
     sub = jax.random.choice(keys[3], cfg.num_train, (cfg.probe_train,), replace=False)
     xp, yp = x_train[sub], y_train[sub]
-    snr = {c: np.zeros((J, S)) for c in CURVES_SNR}
+    snr = {c: np.zeros((J, S)) for c in CURVES_SNR_ALL}
     fsnr = {c: np.zeros((J, S)) for c in reps}
     probe = {c: np.full((J, S), np.nan) for c in reps}
     bayes = np.zeros((J, S))
@@ -291,7 +408,7 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
         s_j, sq_j, kl_j, feats_tr, feats = jax.block_until_ready(level_eval(
             x0s, labs, eps_s, xp, eps_p, jnp.asarray(sig[j], x0s.dtype), jnp.asarray(sc[j], x0s.dtype)))
         sq_j = {c: np.asarray(v, np.float64) for c, v in sq_j.items()}
-        for c in CURVES_SNR:
+        for c in CURVES_SNR_ALL:
             snr[c][j] = np.asarray(s_j[c])
         bayes[j] = sq_j["optimal"]
         for c in CURVES_MSE:
@@ -327,7 +444,7 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
     for j in range(J):
         r = {"timestep": int(PAPER_TIMESTEPS[j]), "sigma": float(sig[j]), "scale": float(sc[j]),
              "snr_approx": float(approx[j])}
-        for c in CURVES_SNR:
+        for c in CURVES_SNR_ALL:
             r[f"snr_{c}"], r[f"snr_{c}_std"] = float(snr[c][j].mean()), float(snr[c][j].std(ddof=1))
         for c in reps:
             r[f"fsnr_{c}"], r[f"fsnr_{c}_std"] = float(fsnr[c][j].mean()), float(fsnr[c][j].std(ddof=1))
@@ -343,7 +460,7 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
     # SNR of the low-rank net vs the optimum: within error bars (3 combined stds) at each level?
     gap = np.array([abs(r["snr_lowrank"] - r["snr_optimal"]) for r in rows])
     bars = np.array([3 * np.hypot(r["snr_lowrank_std"], r["snr_optimal_std"]) for r in rows])
-    threshold = 0.1  # on the normalised error: an RMS sine of the principal angles of 0.1 (5.7 deg)
+    threshold = RECOVERY_THRESHOLD  # normalised error: an RMS sine of the principal angles of 0.1 (5.7 deg)
     times["total_s"] = time.perf_counter() - t_start
     max_rel = {c: max(r[f"rel_excess_mse_{c}"] for r in rows) for c in CURVES_MSE}
     v = verdicts
@@ -362,7 +479,17 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
         f"{cfg.probe_train} training points). MLP: width {cfg.mlp_width}, depth {cfg.mlp_depth}, "
         f"{'FiLM' if cfg.mlp_film else 'concat'} conditioning, {mlp_noise.weighting} loss weighting, "
         f"sigma_data {mlp.sigma_data:.4f}. "
-        f"Low-rank net from a random start: matched subspace error {rec.error:.4f} "
+        f"Low-rank net ({_recipe_text(recipe)}): {recovery['recovered']}/{recovery['seeds']} seeds recover the "
+        f"subspaces ({recovery['optimisation_failures']} optimisation failures, "
+        f"{recovery['sample_complexity_failures']} sample-complexity failures; single random starts after the "
+        f"search stage, at the held lr whose minibatch noise inflates their matched error: "
+        f"{recovery['single_start']['reached']}/{recovery['single_start']['starts']} reach the truth-started "
+        f"network's objective at that stage, {recovery['single_start']['recovered']} are below the threshold); "
+        f"certificate of seed 0's "
+        f"network: objective {study['objective'][0]:.5f} vs {study['objective_truth']:.5f} started at the truth "
+        f"(relative excess {study['relative_excess'][0]:+.2e}, tolerance rtol {CERTIFICATE_RTOL:g}: "
+        f"{'reached' if study['reached'][0] else 'NOT reached'}); the truth-started network ends at matched error "
+        f"{study['truth_error']:.4f}. Seed 0's network: matched subspace error {rec.error:.4f} "
         f"(normalised, molrg.subspaces; unnormalised {rec.frobenius_error:.3f}; recovery threshold {threshold:g}; "
         f"{'recovered' if rec.error < threshold else 'NOT recovered'}), per-block errors "
         f"{np.round(rec.block_errors, 3).tolist()}, largest principal angle per block "
@@ -379,7 +506,9 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
         + "; ".join(f"{c} {vtxt('probe_' + c)}" for c in reps)
         + f". Interior peak in probe accuracy: {', '.join(peaked_probe) or 'none'}. "
         f"Largest excess MSE relative to the Bayes MSE over levels: MLP {max_rel['mlp']:.3g}, low-rank "
-        f"{max_rel['lowrank']:.3g}, linear {max_rel['linear']:.3g}. Unimodality uses the std over test sets "
+        f"{max_rel['lowrank']:.3g}, linear {max_rel['linear']:.3g}. MLP certificate: its objective (P1's loss, "
+        f"uniform t, on the fixed draws) {mlp_cert['objective']:.5f} vs the Bayes-optimal denoiser's "
+        f"{mlp_cert['objective_bayes']:.5f} (relative excess {mlp_cert['relative_excess']:+.3g}). Unimodality uses the std over test sets "
         f"as the error (z = 3). Runtime {times['total_s']:.0f} s (training {times['train_lowrank_s']:.0f} s + "
         f"{times['train_mlp_s']:.0f} s, evaluation {times['eval_s']:.0f} s, feature SNR "
         f"{times['feature_snr_s']:.0f} s, probes {times['probes_s']:.0f} s)."
@@ -394,18 +523,20 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
         "stacked_span_error": stacked_err, "verdicts": verdicts,
         "snr_lowrank_within_bars": int(np.sum(gap <= bars)), "snr_max_gap": float(gap.max()),
         "max_rel_excess_mse": max_rel,
-        "final_loss": {"lowrank": float(jnp.mean(res_lr.losses[-500:])),
+        "final_loss": {"lowrank": float(np.mean(study["losses"][0][-500:])),
                        "mlp": float(jnp.mean(res_mlp.losses[-500:]))},
         "representations": list(reps), "feature_snr_interior_peak": peaked,
         "probe_interior_peak": peaked_probe,
+        "lowrank_recovery": recovery, "lowrank_recipe": {"name": cfg.lowrank_recipe, **dataclasses.asdict(recipe)},
+        "mlp_certificate": mlp_cert,
         "mlp": {"width": cfg.mlp_width, "depth": cfg.mlp_depth, "film": cfg.mlp_film,
                 "weighting": mlp_noise.weighting, "sigma_data": mlp.sigma_data},
         "runtime": times,
     }
     arrays = {"sigma": sig, "scale": sc, "snr_approx": approx, "bayes_mse": bayes, "kl_posterior": kl,
-              "lowrank_bases": U, "loss_lowrank": np.asarray(res_lr.losses),
+              "lowrank_bases": U, "loss_lowrank": study["losses"][0],
               "loss_mlp": np.asarray(res_mlp.losses)}
-    arrays.update({f"snr_{c}": snr[c] for c in CURVES_SNR})
+    arrays.update({f"snr_{c}": snr[c] for c in CURVES_SNR_ALL})
     arrays.update({f"fsnr_{c}": fsnr[c] for c in reps})
     arrays.update({f"probe_{c}": probe[c] for c in reps})
     arrays.update({f"excess_mse_{c}": excess[c] for c in CURVES_MSE})
@@ -514,6 +645,18 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
     return paths
 
 
+#: the expectation of ``fig3_trained[low-rank SNR = optimal SNR]`` at the default (full) scale:
+#: 14/14 levels with the recipe (module docstring); P1's plain recipe misses 5 levels (matched
+#: error 0.042 from minibatch noise), so ``--set lowrank_recipe=plain`` measures FAIL there.
+SNR_CLAIM_EXPECTED = "PASS"
+SNR_CLAIM_REASON = ""
+MLP_REASON = (
+    "molrg's MLP (width 128, depth 3, FiLM, EDM weighting, P1's 75,000 steps) does not reach the optimum: "
+    "its certificate (objective on the fixed draws vs the Bayes-optimal denoiser's, P1's loss) stays above, and its "
+    "excess MSE peaks at 0.22x the Bayes MSE near sigma = 0.29 -- an optimisation / capacity shortfall of this "
+    "network and trainer (molrg's check of its own MLP), not a claim of P1 failing")
+
+
 def claims(results: dict) -> list[Claim]:
     """Claims about the trained networks, from the saved results (:func:`molrg.study.load_results`).
 
@@ -530,26 +673,48 @@ def claims(results: dict) -> list[Claim]:
     out = []
 
     thr = sc["subspace_threshold"]
+    rec = sc["lowrank_recovery"]
+    recipe = sc["lowrank_recipe"]
+    how = (f"molrg's recipe: {recipe['restarts']} random starts x {recipe['steps']} Adam steps at lr "
+           f"{recipe['learning_rate']:g}, the least objective kept" if recipe["name"] == "restarts" else
+           f"P1's plain training from one random start ({recipe['steps']} steps at lr {recipe['learning_rate']:g})")
+    cert0 = {"objective": rec["objective"][0], "objective_truth": rec["objective_truth"],
+             "relative_excess": rec["relative_excess"][0], "reached": rec["reached"][0], "rtol": rec["rtol"]}
     out.append(Claim(
         "fig3_trained[subspace recovery]",
-        f"the low-rank network trained from a random start recovers the class subspaces ({scale})",
+        f"the low-rank network trained from random starts ({how}) recovers the class subspaces ({scale})",
         {"matched_error": sc["subspace_error"], "matched_frobenius_error": sc["subspace_frobenius_error"],
          "block_errors": sc["block_errors"], "max_principal_angle_deg": sc["max_principal_angle_deg"],
-         "stacked_span_error": sc["stacked_span_error"], "steps": steps},
+         "stacked_span_error": sc["stacked_span_error"], "certificate": cert0},
         f"matched error (molrg.subspaces.subspace_error, normalised to [0, 1]) < {thr:g}",
-        bool(sc["subspace_error"] < thr)))
+        bool(sc["subspace_error"] < thr), source="P1", expected="PASS"))
+    out.append(Claim(
+        f"lowrank_recovery_rate[K={cfg['K']}]",
+        f"the low-rank network ({how}) recovers the subspaces in at least 15 of 16 seeds in P1's Fig. 3 setting "
+        f"(K={cfg['K']}, n={cfg['n']}, d={cfg['d']}, delta={cfg['delta']}; {scale}); "
+        f"optimisation / sample-complexity failures split by the certificate (objective within rtol {rec['rtol']:g} "
+        f"of the truth-started network's); single random starts before the selection reported beside",
+        rec, f"recovered (matched error < {rec['threshold']:g}) in >= 15/16 of the seeds (>= 16 seeds)",
+        bool(rec["seeds"] >= 16 and rec["recovered"] >= 15 * rec["seeds"] / 16), source="molrg", expected="PASS"))
 
     gap = np.array([abs(r["snr_lowrank"] - r["snr_optimal"]) for r in rows])
     bars = np.array([3 * np.hypot(r["snr_lowrank_std"], r["snr_optimal_std"]) for r in rows])
+    truth_gap = np.array([abs(r["snr_lowrank_truth"] - r["snr_optimal"]) for r in rows])
+    truth_bars = np.array([3 * np.hypot(r["snr_lowrank_truth_std"], r["snr_optimal_std"]) for r in rows])
     out.append(Claim(
         "fig3_trained[low-rank SNR = optimal SNR]",
         f"the trained low-rank network's output SNR matches the optimal denoiser's within error bars "
-        f"at every paper timestep ({scale})",
+        f"at every paper timestep ({how}; {scale})",
         {"levels_within": int(np.sum(gap <= bars)), "levels": len(rows),
          "abs_gap": gap.round(4).tolist(), "three_sigma_bar": bars.round(4).tolist(),
+         "signed_gap": [round(r["snr_lowrank"] - r["snr_optimal"], 4) for r in rows],
+         "truth_started_signed_gap": [round(r["snr_lowrank_truth"] - r["snr_optimal"], 4) for r in rows],
+         "truth_started_levels_within": int(np.sum(truth_gap <= truth_bars)),
+         "certificate": cert0, "matched_error": sc["subspace_error"],
+         "truth_started_matched_error": rec["truth_error"],
          "test_sets": cfg["num_test_sets"], "test_size": cfg["test_size"]},
         "|SNR_net - SNR_opt| <= 3 sqrt(std_net^2 + std_opt^2) (std over test sets) at every level",
-        bool(np.all(gap <= bars))))
+        bool(np.all(gap <= bars)), source="P1", expected=SNR_CLAIM_EXPECTED, reason=SNR_CLAIM_REASON))
 
     rel = np.array([r["rel_excess_mse_mlp"] for r in rows])
     out.append(Claim(
@@ -558,17 +723,23 @@ def claims(results: dict) -> list[Claim]:
         f"{cfg['mlp_weighting']} loss weighting) is near-optimal: excess MSE "
         f"< 10% of the Bayes MSE at every level ({scale})",
         {"rel_excess_mse": rel.round(4).tolist(), "max_rel_excess_mse": float(rel.max()),
-         "sigma_at_max": float(rows[int(np.argmax(rel))]["sigma"])},
-        "excess / Bayes MSE < 0.1 at every level", bool(np.all(rel < 0.1))))
+         "sigma_at_max": float(rows[int(np.argmax(rel))]["sigma"]), "certificate": sc["mlp_certificate"]},
+        "excess / Bayes MSE < 0.1 at every level", bool(np.all(rel < 0.1)),
+        source="molrg", expected="FAIL", reason=MLP_REASON))
 
     v = sc["verdicts"]["snr_mlp"]
     out.append(Claim(
         "fig3_trained[MLP SNR unimodal]",
         f"the trained MLP's output SNR curve over the paper timesteps is unimodal ({scale})",
         {"verdict": v["verdict"], "peak_sigma": float(v["peak_sigma"]), "peak_value": float(v["peak_value"]),
-         "optimal_verdict": sc["verdicts"]["snr_optimal"]["verdict"]},
+         "optimal_verdict": sc["verdicts"]["snr_optimal"]["verdict"],
+         "lowrank_verdict": sc["verdicts"]["snr_lowrank"]["verdict"], "mlp_certificate": sc["mlp_certificate"]},
         "metrics.unimodality verdict 'interior peak' (z = 3, error = std over test sets)",
-        v["verdict"] == "interior peak"))
+        v["verdict"] == "interior peak", source="P1", expected="FAIL",
+        reason="an optimiser's FAIL, not P1's: the MLP does not reach the optimum (its certificate: objective above "
+               "the Bayes-optimal denoiser's on the same draws, excess MSE up to 0.22x the Bayes MSE near "
+               "sigma = 0.29, fig3_trained[MLP excess MSE small]); the optimal denoiser's and the certified "
+               "low-rank network's SNR curves have the interior peak (verdicts in measured)"))
 
     # float() on verdict peaks (here and above): an unmeasured curve's NaN peak comes back from
     # results.json as the string "nan".
@@ -586,12 +757,13 @@ def claims(results: dict) -> list[Claim]:
          "optimal_out_verdict": sc["verdicts"]["fsnr_optimal_out"]["verdict"],
          "linear_h_verdict": sc["verdicts"]["fsnr_linear_h"]["verdict"]},
         "metrics.unimodality verdict 'interior peak' for at least one hidden layer (z = 3)",
-        bool(peaked)))
+        bool(peaked), source="P1", expected="PASS"))
     return out
 
 
 QUICK = {"num_train": 3000, "epochs": 2, "num_test_sets": 2, "test_size": 500, "probe_train": 500,
-         "probe_steps": 50}
+         "probe_steps": 50, "lowrank_restarts": 2, "lowrank_steps": 300, "lowrank_decay_steps": 100,
+         "recovery_seeds": 2}
 
 EXPERIMENT = Experiment(name="fig3_trained", summary="P1 Fig. 3 with trained networks: SNR, feature SNR, probes, excess MSE vs noise",
          config=Fig3TrainedConfig(), run=run, plot=plot, quick=QUICK,
