@@ -222,7 +222,9 @@ class LowRankDenoiser:
     training finds the stacked span ``span(U*)`` but often stalls with some directions
     in the wrong block (a local minimum of the population loss; matched subspace error
     ``~ 2 sqrt(m)`` for m misplaced directions). In P1's Fig. 3 setting none of 8 seeds
-    recovered the blocks in 15,000 Adam steps.
+    recovered the blocks in 15,000 Adam steps. :mod:`molrg.recovery` holds the recipe that
+    does (restarts selected by objective, then a decayed learning rate: 16 of 16 seeds at
+    K = 3 and K = 2), certified against the network started at the true subspaces.
 
     Attributes:
       n: ambient dimension.
