@@ -51,6 +51,9 @@ def test_log_peak_recovers_parabola_vertex():
     ("num_train", 1790, "num_train: must lie in"),
     ("sigma_min", 9.0, "sigma_min: need 0 < sigma_min < sigma_max"),
     ("fit_energy", 0.0, r"fit_energy: must lie in \(0, 1\]"),
+    ("mem_steps", 0, "mem_steps: must be a positive integer"),
+    ("cert_rtol", -0.1, "cert_rtol: must be a finite number >= 0"),
+    ("cosine", 1, "cosine: must be a bool"),
 ])
 def test_config_rejects_bad_values(field, value, match):
     cfg = dataclasses.replace(rd.RealDigitsConfig(), **{field: value})
@@ -74,10 +77,67 @@ def test_quick_run_writes_results_figures_and_claims(tmp_path):
     assert len(sc["predicted"]["bootstrap_peaks"]) == rd.QUICK["bootstrap"]
     assert len(sc["measured"]["seed_peaks"]) == rd.QUICK["num_seeds"]
     claims = get("real_digits").claims(res)
-    assert [c.name for c in claims] == [
-        "real_digits[fitted model predicts a peak]", "real_digits[trained model peaks]",
-        "real_digits[predicted vs measured sigma*]", "real_digits[memorisation removes the peak]"]
+    assert sorted(c.name for c in claims) == sorted(f"real_digits[{k}]" for k in rd.EXPECTED)
+    assert set(rd.EXPECTED) == set(rd.EXPECTED_QUICK)
     assert all(isinstance(c.passed, bool) for c in claims)
+    # every claim states its source and the quick scale's expected verdict (reason for a FAIL)
+    for c in claims:
+        assert c.source in ("P1", "molrg")
+        key = c.name[len("real_digits["):-1]
+        assert c.expected == rd.EXPECTED_QUICK[key][0]
+        assert c.expected == "PASS" or c.reason.startswith("quick scale") or key == "fitted model predicts a peak"
+    # the certificates are reported per model: one entry per seed
+    for r in sc["memorisation"].values():
+        for k in ("heldout_vs_molrg", "train_vs_empirical"):
+            assert len(r[k]["reached"]) == rd.QUICK["num_seeds"]
+        assert set(r["layer_verdicts"]) == {"hidden_1", "hidden_2", "output"}
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
         "real_digits_compare.pdf", "real_digits_compare.png",
         "real_digits_memorisation.pdf", "real_digits_memorisation.png"]
+
+
+def test_certify_losses_weights_levels_and_applies_rtol():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.5, 2.0, 6)
+    found = np.stack([truth * 1.04, truth * 1.06, truth * 0.9])  # three models
+    w = rng.uniform(0.1, 1.0, 6)
+    c = rd.certify_losses(found, truth, w, 0.05)
+    np.testing.assert_allclose(c["relative_excess"], [0.04, 0.06, -0.1], rtol=1e-9, atol=1e-12)
+    assert c["reached"] == [True, False, True] and c["num_reached"] == 2
+    np.testing.assert_allclose(c["level_ratio"], found.mean(0) / truth, rtol=1e-12)
+
+
+def test_empirical_outputs_and_level_mse_match_float64_formula():
+    jax.config.update("jax_enable_x64", True)
+    try:
+        rng = np.random.default_rng(1)
+        train = rng.normal(size=(7, 5))
+        x0 = train[[0, 3, 5, 5]]
+        sig = np.array([0.05, 0.8])
+        eps = rng.normal(size=(2, 4, 5))
+        out = np.asarray(rd.empirical_outputs(jnp.asarray(train), jnp.asarray(x0), jnp.asarray(eps), jnp.asarray(sig)))
+        for j, s in enumerate(sig):
+            y = x0 + s * eps[j]  # x_t / scale
+            logits = -((y[:, None, :] - train[None]) ** 2).sum(-1) / (2 * s * s)
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            np.testing.assert_allclose(out[j], p @ train, rtol=1e-9, atol=1e-12)
+        # at small noise the memoriser returns the training point itself: zero loss
+        assert np.asarray(rd.level_mse(jnp.asarray(out), jnp.asarray(x0)))[0] < 1e-8
+        mse = np.asarray(rd.level_mse(jnp.asarray(out), jnp.asarray(x0)))
+        np.testing.assert_allclose(mse, ((out - x0) ** 2).sum(-1).mean(-1), rtol=1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_feature_snr_curves_match_metrics_per_slice():
+    from molrg import metrics
+    xtr, ytr, _, _ = rd.load_split(200, 2)
+    f = jax.random.normal(jax.random.key(3), (2, 3, 200, 16)) + jnp.asarray(xtr[:, :16])[None, None]
+    y = jnp.asarray(ytr, jnp.int32)
+    got = np.asarray(rd.feature_snr_curves(f, y, rank=3))
+    assert got.shape == (2, 3)
+    for e in range(2):
+        for j in range(3):
+            ref = float(metrics.feature_snr(f[e, j], y, num_classes=10, rank=3))
+            assert got[e, j] == pytest.approx(ref, rel=1e-5)

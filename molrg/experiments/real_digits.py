@@ -20,8 +20,10 @@ and the rest held out.
    ``bootstrap`` class-stratified refits (:func:`molrg.fitting.bootstrap_fits`).
 3. **Measurement**: an MLP denoiser (:class:`molrg.networks.MLPDenoiser`, FiLM, EDM loss
    weighting, as in fig3_trained) trained on the digits, ``num_seeds`` seeds as one vmapped
-   ensemble (:func:`molrg.training.train_ensemble`); hidden layer ``feature_layer`` taken at
-   every sigma. P1's protocol (:mod:`molrg.metrics`, :mod:`molrg.probes`): each feature row
+   ensemble (:func:`molrg.training.train_ensemble`, Adam with cosine decay to 1% when
+   ``cosine``); every hidden layer (as fig3_trained) and the denoiser's output taken at every
+   sigma (feature SNR of each; the comparison and the probes use hidden layer
+   ``feature_layer``). P1's protocol (:mod:`molrg.metrics`, :mod:`molrg.probes`): each feature row
    unit-normalised, the global training mean removed, rank-``feature_rank`` class subspaces
    fitted on the training images' features; feature SNR on the training images; linear-probe
    and projection-classifier accuracy on the held-out images. Error bars: std over seeds
@@ -35,6 +37,20 @@ and the rest held out.
    generated samples to their nearest training image over that of the held-out images) of
    ``num_samples`` DDPM-ancestral samples. The feature protocol's training images are always
    the whole training split (a subset of 32 images has too few per class for rank-5 fits).
+   The subset models train for ``mem_steps`` steps.
+5. **Certificates** (:mod:`molrg.certify`, issue 10: a FAIL must be the theory's, not the
+   optimiser's). The objective is the denoising loss (squared error summed over pixels)
+   averaged over the sigma grid's levels, on fixed noise draws. (a) Every model is compared on
+   the held-out images with the fitted MoLRG's exact denoiser on the same noisy points, a
+   reference a well-trained network should match or beat: ``reached`` when its loss is at
+   most ``(1 + cert_rtol)`` times the reference's. (b) Every model's training loss (its own
+   training points, tiled, same noise draws) is compared with that of the empirical denoiser
+   of those points (:func:`molrg.empirical.empirical_denoise`), the global optimum of the
+   training objective: ``reached`` means the model memorises. Why the grid mean and not EDM's
+   weighting ``1/sigma^2 + 1/sigma_data^2``: that weighting puts most of the mass at
+   sigma = 0.01, where the empirical denoiser's loss is exactly 0 and any network's is about
+   that of the identity (measured at N = 32: 16x the optimum's), so it certifies nothing
+   about the levels where the features and the copies are decided.
 
 Why the grid stops at sigma = 2: in a first run on 0.02 .. 8 both the predicted and the measured
 feature SNR rose again above sigma ~ 1.5, where every accuracy is near chance (0.10-0.18 at sigma 8):
@@ -42,24 +58,55 @@ there the features of all classes collapse onto a few directions, which any rank
 captures, so the fitted-subspace SNR grows without any class information. P1's grids stop at
 1.923 and never see that regime.
 
-Measured (default config, seed 0; 2 CPU cores shared with other jobs, load 4-6): 161 s (fit 7 s,
-prediction with 10 bootstrap refits 36 s, training 68 s, measurement and sampling 43 s; 287-300 s
-at load 6-8). The fit: ranks 10-17 (90% energy), delta 0.18, eta 0 (the union of the subspaces
-spans the 61 non-constant pixels), smallest principal angle between class subspaces 7 deg, mean
-separation up to 1.27; held-out log-likelihood 6.1 nats per image against -154 for the
-full-covariance Gaussian mixture. Predicted: interior peak, sigma* = 0.277 x/÷ 1.04 (bootstrap),
-though the class means are well separated. Measured (width-128 MLP, 3 seeds, 3,000 steps):
-hidden-layer feature SNR monotone decreasing (no peak; also with 10,000 steps: 'flat'); so the
-predicted-vs-measured and memorisation claims fail. N = 32 does not memorise at 3,000 steps (copy
-fraction 0.01, NN ratio 0.77); at 10,000 steps it copies more (0.32, NN ratio 0.46), still
-monotone decreasing.
+Measured (issue 12 closing numbers; seed 0; 2 CPU cores shared with other workers' jobs, so the
+times are upper bounds). The fit: ranks 10-17 (90% energy),
+delta 0.18, eta 0 (the union of the subspaces spans the 61 non-constant pixels), smallest
+principal angle between class subspaces 7 deg, mean separation up to 1.27; held-out
+log-likelihood 6.1 nats per image against -154 for the full-covariance Gaussian mixture.
+**Predicted**: interior peak at sigma* = 0.277 x/÷ 1.04 (10 bootstrap refits), though the class
+means are well separated. **Measured** (width 256, depth 3, 3 seeds, 6,000 steps, cosine decay;
+certified: held-out loss 0.993, 0.989, 0.992 x the fitted MoLRG's exact denoiser's, 3 of 3
+reached at rtol 0.05): the feature SNR of all three hidden layers is monotone decreasing (parabola
+vertex of layer 2 at the grid's edge, 0.0136 x/÷ 1.07; log ratio to the prediction -3.0 +- 0.08),
+so P1's hidden-layer peak is absent on digits for a model that matches the reference -- the
+FAIL is not the optimiser's. The denoiser's *outputs* through the same protocol do peak, and
+their curve follows the prediction's shape closely (figure ``real_digits_compare``), but at
+sigma* = 0.40 x/÷ 1.03, 1.44x the predicted 0.277 (log ratio 0.36 +- 0.05).
+Memorisation (the trend is the reverse of P1's): N = 32 copies at 14,000 steps (copy fraction
+0.82, 0.79, 0.88 over seeds; training loss 1.23-1.25 x the empirical optimum's, so it is not the
+global optimum: 0 of 3 reached at rtol 0.05), not at 6,000 (copy 0.38, NN ratio 0.40, training
+loss 1.47-1.49 x); the model on all 1,024 images copies nothing (0.00, NN ratio 1.31). The full
+model has no hidden-layer peak to lose, and the memorising N = 32 model (14,000 steps) has an
+interior peak in all three hidden layers (grid maxima at sigma 0.05-0.07); at 6,000 steps, not
+yet copying, N = 32 is monotone decreasing. The default run (``molrg run real_digits``, mem_steps
+14,000) confirms it: N = 32 copy fraction 0.83, NN ratio 0.14, all three hidden layers and the
+output 'interior peak' (grid maxima at sigma 0.045-0.066 and 0.30); N = 1,024 as above; 7 of 7
+claims as expected. Run time 440 s at load average 3.6-6 (fit 7 s, prediction 49 s, training
+264 s -- 14,000 steps at N = 32 and 6,000 at N = 1,024 --, measurement 114 s; persistent
+compilation cache warm): over the 4-minute target (not met: certified training alone is ~5x the
+old 3,000-step width-128 budget). An earlier run with mem_steps 6,000 took 1,565 s at load 10-25.
 
-Full scale (the issue's N = 2^5 .. all, more seeds and steps)::
+What each tried change gave (N = 1,024 unless stated; 3 seeds; "held-out / MoLRG" = grid-mean
+held-out loss over the fitted MoLRG's exact denoiser's, the certificate's ratio)::
+
+    recipe                                      held-out / MoLRG     hidden layers 1-3         output
+    width 128, 3,000 steps, constant lr         1.14, 1.13, 1.15     monotone decreasing (x3)  peak (gain 1.01)
+    width 128, 10,000 steps, constant lr        (not measured)       layer 2 'flat'            --
+    width 256, 6,000 steps, cosine (default)    0.99, 0.99, 0.99     monotone decreasing (x3)  peak (sigma 0.44)
+    N = 32, width 256, 6,000, batch 32, cosine  train/empirical 16x (EDM-weighted), copy 0.00
+    N = 32, width 256, 6,000, batch 128, cosine train/empirical 1.47-1.49, copy 0.38
+    N = 32, width 256, 14,000, batch 128, cosine train/empirical 1.23-1.25, copy 0.79-0.88 (default mem_steps);
+                                                hidden layers 1-3 and output: interior peak
+
+A convolutional denoiser was not tried: the MLP reaches (beats by 1%) the reference, so the
+missing hidden-layer peak is not an MLP capacity limit by this certificate.
+
+Full scale (the issue's N = 2^5 .. all, more seeds and bootstrap refits)::
 
     molrg run real_digits --set N_values=32,64,128,256,512,1024 --set num_seeds=5 \\
-        --set steps=8000 --set bootstrap=50
+        --set steps=6000 --set mem_steps=14000 --set bootstrap=50
 
-(not run; from the measured per-step cost, about 10-15 minutes on 2 cores.)
+(not run; from the measured per-step cost, about an hour on 2 lightly loaded cores.)
 """
 
 from __future__ import annotations
@@ -72,8 +119,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from molrg import metrics, probes
+from molrg.certify import certificate
+from molrg.empirical import empirical_denoise
 from molrg.fitting import bootstrap_fits, fit_molrg, fit_report
 from molrg.networks import MLPDenoiser
 from molrg.peaks import parabola_vertex
@@ -103,7 +153,10 @@ class RealDigitsConfig:
         of noise levels up to its largest, 1.923).
       width, depth: MLP denoiser size (FiLM, EDM loss weighting).
       num_seeds: networks per training set (one vmapped ensemble).
-      steps, batch_size, learning_rate: Adam training.
+      steps, batch_size, learning_rate: Adam training of the model on all ``num_train`` images.
+      mem_steps: training steps of the models on the smaller subsets (memorisation).
+      cosine: cosine learning-rate decay to 1% over the run (else constant).
+      cert_rtol: relative tolerance of the optimisation certificates (module doc, item 5).
       N_values: training-set sizes; increasing, each dividing ``num_train``, the last equal
         to it.
       feature_layer: hidden layer (1..depth) whose features are measured.
@@ -121,13 +174,16 @@ class RealDigitsConfig:
     sigma_min: float = 0.01
     sigma_max: float = 2.0  # about P1's largest noise level, 1.923 (PAPER_SIGMAS); see the module doc
     num_sigmas: int = 15
-    width: int = 128
+    width: int = 256
     depth: int = 3
     num_seeds: int = 3
-    steps: int = 3000
+    steps: int = 6000
+    mem_steps: int = 14000
+    cosine: bool = True
     batch_size: int = 128
     learning_rate: float = 2e-3
-    N_values: tuple[int, ...] = (32, 128, 1024)
+    N_values: tuple[int, ...] = (32, 1024)
+    cert_rtol: float = 0.05
     feature_layer: int = 2
     feature_rank: int = 5
     probe_steps: int = 100
@@ -139,7 +195,7 @@ class RealDigitsConfig:
 
     def validate(self):
         for f in ("num_train", "bootstrap", "num_sigmas", "width", "depth", "num_seeds", "steps",
-                  "batch_size", "feature_layer", "feature_rank", "probe_steps", "num_samples",
+                  "batch_size", "mem_steps", "feature_layer", "feature_rank", "probe_steps", "num_samples",
                   "sample_steps"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -179,6 +235,10 @@ class RealDigitsConfig:
             raise ValueError(f"learning_rate: must be > 0; got {self.learning_rate}")
         if self.sample_steps > DDPMLinear().T:
             raise ValueError(f"sample_steps: must be <= {DDPMLinear().T}; got {self.sample_steps}")
+        if not isinstance(self.cosine, bool):
+            raise ValueError(f"cosine: must be a bool; got {self.cosine!r}")
+        if not (isinstance(self.cert_rtol, (int, float)) and math.isfinite(self.cert_rtol) and self.cert_rtol >= 0):
+            raise ValueError(f"cert_rtol: must be a finite number >= 0; got {self.cert_rtol!r}")
         if not (math.isfinite(self.z) and self.z > 0):
             raise ValueError(f"z: must be > 0; got {self.z}")
         for f in ("seed", "train_seed"):
@@ -254,16 +314,52 @@ def model_snr(mix, c, outputs, labels):
     return jax.vmap(lambda o: metrics.snr(o / c, labels, mix))(outputs)
 
 
-@functools.partial(jax.jit, static_argnames=("net", "layer"))
-def network_features(net, params, x0, eps, sigmas, *, layer: str):
-    """Hidden features ``(E, L, M, W)`` of an ensemble on noised points."""
+@functools.partial(jax.jit, static_argnames=("net",))
+def network_taps(net, params, x0, eps, sigmas):
+    """Outputs ``(E, L, M, n)`` and every hidden layer's features ``{name: (E, L, M, W)}`` of
+    an ensemble on noised points ``s (x0 + sigma eps)``."""
     def member(p):
         def level(e, s):
             sc = 1.0 / jnp.sqrt(1.0 + s * s)
-            _, f = net.apply(p, sc * (x0 + s * e), s, sc, return_features=True)
-            return f[layer]
+            return net.apply(p, sc * (x0 + s * e), s, sc, return_features=True)
         return jax.vmap(level)(eps, sigmas)
     return jax.vmap(member)(params)
+
+
+@functools.partial(jax.jit, static_argnames=("rank",))
+def feature_snr_curves(feats, labels, *, rank: int):
+    """P1 feature SNR ``(..., L)`` of features ``(..., L, M, m)`` (every leading index)."""
+    fn = lambda f: metrics.feature_snr(f, labels, num_classes=NUM_CLASSES, rank=rank)  # noqa: E731
+    flat = feats.reshape((-1,) + feats.shape[-2:])
+    return jax.lax.map(fn, flat).reshape(feats.shape[:-2])
+
+
+@jax.jit
+def level_mse(out, x0):
+    """Mean squared error summed over coordinates, ``(..., L)`` from outputs ``(..., L, M, n)``."""
+    return jnp.mean(jnp.sum(jnp.square(out - jnp.broadcast_to(x0, out.shape)), -1), -1)
+
+
+@jax.jit
+def empirical_outputs(train_x, x0, eps, sigmas):
+    """The empirical (memorising) optimal denoiser of ``train_x`` on ``s (x0 + sigma eps)``:
+    ``(L, M, n)``, the global optimum of the training objective on those points."""
+    def level(e, s):
+        sc = 1.0 / jnp.sqrt(1.0 + s * s)
+        return empirical_denoise(train_x, sc * (x0 + s * e), s, sc)
+    return jax.vmap(level)(eps, sigmas)
+
+
+def certify_losses(found, truth, weights, rtol: float) -> dict:
+    """:func:`molrg.certify.certificate` of the weighted grid loss ``found @ weights``
+    (``(E, L)`` per-level MSEs of E models) against ``truth @ weights`` (``(L,)``, the
+    reference on the same noisy points), as plain floats / lists, plus the per-level ratios."""
+    found, truth = np.asarray(found, float), np.asarray(truth, float)
+    c = certificate(found @ weights, truth @ weights, rtol=rtol)
+    return {"objective": np.asarray(c["objective"]).tolist(), "objective_truth": float(c["objective_truth"]),
+            "relative_excess": np.asarray(c["relative_excess"]).tolist(),
+            "reached": np.asarray(c["reached"]).tolist(), "num_reached": int(np.sum(c["reached"])),
+            "level_ratio": [float(f / t) if t > 0 else None for f, t in zip(found.mean(0), truth)], "rtol": rtol}
 
 
 @functools.partial(jax.jit, static_argnames=("rank", "probe_steps"))
@@ -296,6 +392,11 @@ def verdict(sigmas, y, err, z) -> dict:
     u = metrics.unimodality(sigmas, y, err, z=z)
     return {"verdict": u.verdict, "peak_index": u.peak_index, "peak_sigma_grid": u.peak_x,
             "peak_value": u.peak_value, "peak_gain": float(y[u.peak_index] / y[0])}
+
+
+def _fmt_ratios(cert: dict) -> str:
+    r = ", ".join(f"{1 + e:.3f}" for e in cert["relative_excess"])
+    return f"[{r}] (reached {cert['num_reached']} of {len(cert['reached'])})"
 
 
 # ------------------------------------------------------------------------------------------
@@ -349,29 +450,49 @@ def run(cfg: RealDigitsConfig, verbose: bool = True) -> Results:
               f"{fit.scale:.3f}; predicted sigma* {pred_peak:.3g} (x/÷ {np.exp(pred_log_se):.3f}), "
               f"{pred_v['verdict']} ({times['fit_s'] + times['predict_s']:.0f} s)", flush=True)
 
-    # 3-4. Measurement on nested subsets, one vmapped ensemble per N.
+    # 3-4. Measurement on nested subsets, one vmapped ensemble per N, each certified.
     sd = float(np.std(xtr))
     net = MLPDenoiser(DIM, cfg.width, cfg.depth, sigma_data=sd, film=True)
     noise = DDPMNoise(weighting="edm", sigma_data=sd)
     seeds = np.arange(cfg.train_seed, cfg.train_seed + cfg.num_seeds)
     x_T, noises = draw_noises(keys[3], cfg.num_samples, DIM, cfg.sample_steps, dtype=f32)
     layer = f"hidden_{cfg.feature_layer}"
+    layers = [f"hidden_{i}" for i in range(1, cfg.depth + 1)]
+    # the certified objective: the denoising loss averaged over the grid's levels (uniform in log
+    # sigma; EDM's weighting would make sigma = 0.01 decide it, see the module doc)
+    w_grid = np.full(L, 1.0 / L)
+    # the reference a well-trained network should match or beat on held-out images: the fitted
+    # MoLRG's exact denoiser on the same noisy held-out points
+    mse_ref = np.asarray(level_mse(out_te, x_te))
     per_N, rows_mem = {}, []
     times["train_s"] = times["measure_s"] = 0.0
     nn_te_cache = {}
     for N in cfg.N_values:
         t0 = time.perf_counter()
+        steps = cfg.steps if N == cfg.num_train else cfg.mem_steps
+        sched = optax.cosine_decay_schedule(1.0, steps, alpha=0.01) if cfg.cosine else None
         data = jnp.tile(x_tr[:N], (cfg.num_train // N, 1))
-        res = train_ensemble(net, data, seeds=seeds, learning_rates=cfg.learning_rate, steps=cfg.steps,
-                             batch_size=cfg.batch_size, noise=noise)
+        res = train_ensemble(net, data, seeds=seeds, learning_rates=cfg.learning_rate, steps=steps,
+                             batch_size=cfg.batch_size, noise=noise, schedule=sched)
         res.losses.block_until_ready()
         times["train_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        h_tr = network_features(net, res.params, x_tr, eps_tr, sig, layer=layer)
-        h_te = network_features(net, res.params, x_te, eps_te, sig, layer=layer)
-        m = [np.asarray(a) for a in jax.vmap(run_protocol)(h_tr, jnp.broadcast_to(y_tr, (cfg.num_seeds,) + y_tr.shape),
-                                                            h_te, jnp.broadcast_to(y_te, (cfg.num_seeds,) + y_te.shape))]
-        fsnr, proj, probe = m  # (E, L) each
+        o_tr, h_tr = network_taps(net, res.params, x_tr, eps_tr, sig)
+        o_te, h_te = network_taps(net, res.params, x_te, eps_te, sig)
+        ybr = lambda y: jnp.broadcast_to(y, (cfg.num_seeds,) + y.shape)  # noqa: E731
+        fsnr, proj, probe = (np.asarray(a) for a in jax.vmap(run_protocol)(h_tr[layer], ybr(y_tr),
+                                                                          h_te[layer], ybr(y_te)))  # (E, L)
+        layer_fsnr = {k: np.asarray(feature_snr_curves(h_tr[k], y_tr, rank=cfg.feature_rank)) for k in layers}
+        layer_fsnr["output"] = np.asarray(feature_snr_curves(o_tr, y_tr, rank=cfg.feature_rank))
+        layer_v = {k: verdict(sig_np, a.mean(0), a.std(0, ddof=1) / np.sqrt(cfg.num_seeds), cfg.z)
+                   for k, a in layer_fsnr.items()}
+        # certificates: held-out loss vs the fitted MoLRG's exact denoiser (the reference), and
+        # training loss vs the empirical (memorising) optimum on the same training points
+        cert_ref = certify_losses(level_mse(o_te, x_te), mse_ref, w_grid, cfg.cert_rtol)
+        o_fit = o_tr if N == cfg.num_train else network_taps(net, res.params, data, eps_tr, sig)[0]
+        mse_emp = np.asarray(level_mse(empirical_outputs(x_tr[:N], data, eps_tr, sig), data))
+        cert_emp = certify_losses(level_mse(o_fit, data), mse_emp, w_grid, cfg.cert_rtol)
+        del o_tr, h_tr, o_te, h_te, o_fit
         samples = generate(net, res.params, x_T, noises, num_steps=cfg.sample_steps)
         nn = nearest_neighbors(samples, x_tr[:N])
         if N not in nn_te_cache:
@@ -382,18 +503,26 @@ def run(cfg: RealDigitsConfig, verbose: bool = True) -> Results:
         se = fsnr.std(0, ddof=1) / np.sqrt(cfg.num_seeds)
         v = verdict(sig_np, fsnr.mean(0), se, cfg.z)
         per_N[N] = {"fsnr": fsnr, "proj": proj, "probe": probe, "peaks": peaks, "verdict": v,
-                    "copy": copy, "nn_ratio": nn_ratio,
+                    "copy": copy, "nn_ratio": nn_ratio, "layer_fsnr": layer_fsnr,
                     "final_loss": float(np.mean(np.asarray(res.losses)[:, -200:]))}
-        rows_mem.append({"N": N, "verdict": v["verdict"], "peak_gain": v["peak_gain"],
+        rows_mem.append({"N": N, "steps": steps, "verdict": v["verdict"], "peak_gain": v["peak_gain"],
                          "peak_sigma": float(np.exp(np.mean(np.log(peaks)))),
+                         "layer_verdicts": {k: d["verdict"] for k, d in layer_v.items()},
+                         "layer_peak_sigma": {k: d["peak_sigma_grid"] for k, d in layer_v.items()},
                          "copy_fraction": float(copy.mean()), "copy_fraction_std": float(copy.std(ddof=1)),
                          "nn_ratio": float(nn_ratio.mean()), "nn_ratio_std": float(nn_ratio.std(ddof=1)),
                          "final_loss": per_N[N]["final_loss"],
+                         "heldout_vs_molrg": cert_ref, "train_vs_empirical": cert_emp,
                          "probe_best": float(probe.mean(0).max()), "probe_at_min_sigma": float(probe.mean(0)[0])})
         times["measure_s"] += time.perf_counter() - t0
         if verbose:
-            print(f"  N = {N}: {v['verdict']} (peak gain {v['peak_gain']:.3f}), copy fraction "
-                  f"{copy.mean():.2f}, NN ratio {nn_ratio.mean():.2f}, loss {per_N[N]['final_loss']:.3f} "
+            print(f"  N = {N} ({steps} steps): layer {cfg.feature_layer} {v['verdict']} (peak gain "
+                  f"{v['peak_gain']:.3f}); all layers {rows_mem[-1]['layer_verdicts']}; copy fraction "
+                  f"{copy.mean():.2f}, NN ratio {nn_ratio.mean():.2f}; held-out loss / MoLRG's "
+                  f"{np.round(1 + np.asarray(cert_ref['relative_excess']), 3).tolist()} (reached "
+                  f"{cert_ref['num_reached']}/{cfg.num_seeds}); training loss / empirical optimum's "
+                  f"{np.round(1 + np.asarray(cert_emp['relative_excess']), 3).tolist()} (reached "
+                  f"{cert_emp['num_reached']}/{cfg.num_seeds}) "
                   f"({times['train_s'] + times['measure_s']:.0f} s so far)", flush=True)
 
     full = per_N[cfg.num_train]
@@ -412,13 +541,14 @@ def run(cfg: RealDigitsConfig, verbose: bool = True) -> Results:
         for N in cfg.N_values:
             d = per_N[N]
             tag = "meas" if N == cfg.num_train else f"meas_N{N}"
-            for name, arr in (("feature_snr", d["fsnr"]), ("projection_acc", d["proj"]), ("probe_acc", d["probe"])):
+            for name, arr in (("feature_snr", d["fsnr"]), ("projection_acc", d["proj"]), ("probe_acc", d["probe"]),
+                              *((f"{k}_feature_snr", a) for k, a in d["layer_fsnr"].items())):
                 r[f"{tag}_{name}"] = float(arr[:, j].mean())
                 r[f"{tag}_{name}_std"] = float(arr[:, j].std(ddof=1))
         rows.append(r)
     times["total_s"] = time.perf_counter() - t_start
     v_full = full["verdict"]
-    smallest = rows_mem[0]
+    smallest, mem_full = rows_mem[0], rows_mem[-1]
     summary = (
         f"Digits (sklearn, 8x8, 10 classes): {cfg.num_train} training / {xte.shape[0]} held-out images. "
         f"Fitted MoLRG (energy rule {cfg.fit_energy}): ranks {list(fit.ranks)}, delta {fit.delta:.3f}, "
@@ -432,8 +562,12 @@ def run(cfg: RealDigitsConfig, verbose: bool = True) -> Results:
         f"{cfg.steps} steps): {v_full['verdict']}, parabola vertex {meas_peak:.3g} (x/÷ {np.exp(meas_log_se):.3f}; "
         f"a peak only if the verdict is 'interior peak'). "
         f"Ratio measured / predicted {np.exp(log_ratio):.3g} (log ratio {log_ratio:.3f} +- {log_ratio_se:.3f}). "
+        f"Every layer (N = all): {mem_full['layer_verdicts']}. Certificates (grid-mean denoising loss, rtol "
+        f"{cfg.cert_rtol:g}): held-out loss / fitted MoLRG's exact denoiser's "
+        f"{_fmt_ratios(mem_full['heldout_vs_molrg'])}. "
         f"Memorisation: " + "; ".join(
-            f"N={r['N']}: {r['verdict']}, copy {r['copy_fraction']:.2f}, NN ratio {r['nn_ratio']:.2f}"
+            f"N={r['N']} ({r['steps']} steps): {r['verdict']}, copy {r['copy_fraction']:.2f}, NN ratio "
+            f"{r['nn_ratio']:.2f}, training loss / empirical optimum's {_fmt_ratios(r['train_vs_empirical'])}"
             for r in rows_mem)
         + f". Smallest N={smallest['N']}: {smallest['verdict']}. Runtime {times['total_s']:.0f} s.")
     if verbose:
@@ -451,7 +585,11 @@ def run(cfg: RealDigitsConfig, verbose: bool = True) -> Results:
                       "bootstrap_peaks": boot_peaks.tolist()},
         "predicted_model_snr": model_snr_v,
         "measured": {**v_full, "peak_sigma": meas_peak, "log_se": meas_log_se,
-                     "seed_peaks": full["peaks"].tolist()},
+                     "seed_peaks": full["peaks"].tolist(), "layer": layer,
+                     "layer_verdicts": mem_full["layer_verdicts"], "layer_peak_sigma": mem_full["layer_peak_sigma"],
+                     "heldout_vs_molrg": mem_full["heldout_vs_molrg"],
+                     "train_vs_empirical": mem_full["train_vs_empirical"]},
+        "heldout_loss_molrg": mse_ref.tolist(),
         "log_ratio": log_ratio, "log_ratio_se": log_ratio_se,
         "memorisation": {str(r["N"]): r for r in rows_mem},
         "runtime": times,
@@ -459,7 +597,13 @@ def run(cfg: RealDigitsConfig, verbose: bool = True) -> Results:
     arrays = {"sigma": sig_np, "pred_feature_snr_boot": boot_fsnr}
     for N in cfg.N_values:
         arrays[f"feature_snr_N{N}"] = per_N[N]["fsnr"]
-    return Results(scalars=scalars, tables={"real_digits": rows, "memorisation": rows_mem}, arrays=arrays)
+        for k, a in per_N[N]["layer_fsnr"].items():
+            arrays[f"{k}_feature_snr_N{N}"] = a
+    table_mem = [{**{k: v for k, v in r.items() if not isinstance(v, dict)},
+                  **{f"{k}_{layer_k}": v for k in ("layer_verdicts",) for layer_k, v in r[k].items()},
+                  **{f"{k}_{f}": r[k][f] for k in ("heldout_vs_molrg", "train_vs_empirical")
+                     for f in ("relative_excess", "num_reached")}} for r in rows_mem]
+    return Results(scalars=scalars, tables={"real_digits": rows, "memorisation": table_mem}, arrays=arrays)
 
 
 # ------------------------------------------------------------------------------------------
@@ -488,6 +632,10 @@ def _plot_compare(plt, res, rows, sc, s, col, fig_dir=None):
                 label="predicted: fitted MoLRG, exact denoiser")
     ax.errorbar(s, m / m.max(), yerr=col("meas_feature_snr_std") / m.max(), fmt="s--", ms=4, capsize=2,
                 label="measured: trained MLP hidden layer")
+    for i, key in enumerate(k for k in rows[0] if k.startswith("meas_") and k.endswith("_feature_snr")
+                            and k[5:-12].startswith(("hidden_", "output"))):
+        y = col(key)
+        ax.plot(s, y / y.max(), ":", lw=1, color=f"C{i + 1}", label=f"measured: {key[5:-12].replace('_', ' ')}")
     title = []
     for key, color in (("predicted", "k"), ("measured", "C0")):
         if sc[key]["verdict"] != "interior peak":  # a vertex at the grid's edge is no peak
@@ -546,56 +694,143 @@ def _plot_memorisation(plt, res, mem, s, fig_dir):
 # ------------------------------------------------------------------------------------------
 # Claims.
 # ------------------------------------------------------------------------------------------
+#: expected verdicts (and reasons for an expected FAIL) at the default scale and at the quick
+#: scale, from the measurements in the module docstring.
+EXPECTED = {
+    "fitted model predicts a peak": ("PASS", ""),
+    "trained model peaks": ("FAIL", "certified models (held-out loss 0.989-0.993x the fitted MoLRG's exact denoiser's, "
+                                    "3 of 3 reached at rtol 0.05; width 256, 6,000 steps, cosine) have a monotone "
+                                    "decreasing feature SNR in all three hidden layers; so did width 128 at 3,000 and "
+                                    "10,000 steps (module doc, table); only the denoiser's output peaks (sigma 0.44)"),
+    "predicted vs measured sigma*": ("FAIL", "the certified model's hidden-layer SNR has no interior peak (vertex "
+                                             "at the grid edge, 0.0136): log ratio -3.0 +- 0.08 (see trained model "
+                                             "peaks)"),
+    "memorisation removes the peak": ("FAIL", "the trend is reversed: N = 32 memorises (copy fraction 0.79-0.88 at "
+                                              "14,000 steps) and all three of its hidden layers have an interior peak, "
+                                              "while the certified model on all 1,024 images has none (see trained "
+                                              "model peaks)"),
+    "trained models certified": ("PASS", ""),
+    "smallest N memorises": ("PASS", ""),
+    "trained outputs peak where predicted": (
+        "FAIL", "the certified model's outputs peak (interior peak) but at sigma* 0.40 x/÷ 1.03, 1.44x the "
+                "predicted 0.277 x/÷ 1.04 (log ratio 0.36 +- 0.05, 7 standard errors)"),
+}
+EXPECTED_QUICK = {
+    "fitted model predicts a peak": ("PASS", ""),
+    "trained model peaks": ("FAIL", "quick scale: 100 steps of a width-32 MLP, far from the reference (held-out "
+                                    "loss about 2x the fitted MoLRG's); no layer peaks"),
+    "predicted vs measured sigma*": ("FAIL", "quick scale: no measured peak (see trained model peaks)"),
+    "memorisation removes the peak": ("FAIL", "quick scale: 100 steps, nothing memorises (copy fraction 0) and "
+                                              "the full model has no peak"),
+    "trained models certified": ("FAIL", "quick scale: 100 steps leave the held-out loss about 2x the fitted "
+                                         "MoLRG's (optimisation failure by design of the smoke test)"),
+    "smallest N memorises": ("FAIL", "quick scale: 100 steps, training loss ~5.6x the empirical optimum's, "
+                                     "copy fraction 0"),
+    "trained outputs peak where predicted": ("FAIL", "quick scale: 100 steps (held-out loss about 2x the "
+                                                     "reference); the outputs' feature SNR is monotone decreasing"),
+}
+
+
+def _claim(name, statement, measured, tolerance, passed, source, quick):
+    expected, reason = (EXPECTED_QUICK if quick else EXPECTED)[name]
+    return Claim(f"real_digits[{name}]", statement, measured, tolerance, bool(passed), source=source,
+                 expected=expected, reason=reason)
+
+
 def claims(results: dict) -> list[Claim]:
     """Claims of the real-data bridge, from the saved results (:func:`molrg.study.load_results`)."""
     cfg, sc = results["manifest"]["config"], results["scalars"]
+    quick = bool(results["manifest"].get("quick", False))
     pred, meas = sc["predicted"], sc["measured"]
-    z = float(cfg["z"])
-    scale = (f"{cfg['num_seeds']} seeds x {cfg['steps']} steps, width {cfg['width']}, "
+    z, rtol = float(cfg["z"]), float(cfg["cert_rtol"])
+    scale = (f"{cfg['num_seeds']} seeds x {cfg['steps']} steps (subsets {cfg['mem_steps']}), width {cfg['width']}, "
              f"{cfg['bootstrap']} bootstrap refits")
-    out = [Claim(
-        "real_digits[fitted model predicts a peak]",
+    cert = meas["heldout_vs_molrg"]
+    cert_m = {"heldout_loss_over_molrg": [1 + e for e in cert["relative_excess"]],
+              "certified": f"{cert['num_reached']}/{len(cert['reached'])}"}
+    hidden = {k: v for k, v in meas["layer_verdicts"].items() if k.startswith("hidden_")}
+    out = [_claim(
+        "fitted model predicts a peak",
         "the MoLRG fitted to the digits (class means included) predicts an interior peak of feature SNR over "
         "sigma (its exact denoiser's outputs through P1's protocol), although P1's appendix says well-separated "
         "means remove the peak",
         {"verdict": pred["verdict"], "peak_sigma": float(pred["peak_sigma"]), "peak_gain": float(pred["peak_gain"]),
          "max_mean_separation": float(sc["fit"]["max_mean_separation"])},
         f"metrics.unimodality verdict 'interior peak' (z = {z:g}, error = bootstrap std of the curve)",
-        pred["verdict"] == "interior peak")]
-    out.append(Claim(
-        "real_digits[trained model peaks]",
-        f"a diffusion model trained on the digits has an interior peak of hidden-feature SNR over sigma ({scale})",
-        {"verdict": meas["verdict"], "peak_sigma": float(meas["peak_sigma"]), "peak_gain": float(meas["peak_gain"])},
-        f"metrics.unimodality verdict 'interior peak' (z = {z:g}, error = standard error over seeds)",
-        meas["verdict"] == "interior peak"))
+        pred["verdict"] == "interior peak", "molrg", quick)]
+    out.append(_claim(
+        "trained model peaks",
+        f"P1: a diffusion model trained on the digits has an interior peak of hidden-feature SNR over sigma in "
+        f"some hidden layer ({scale})",
+        {"layer_verdicts": hidden, "layer_peak_sigma": {k: meas["layer_peak_sigma"][k] for k in hidden},
+         "output_verdict": meas["layer_verdicts"].get("output"), **cert_m},
+        f"metrics.unimodality verdict 'interior peak' in at least one hidden layer (z = {z:g}, error = standard "
+        f"error over seeds); the certificate (held-out loss vs the fitted MoLRG's exact denoiser) is reported "
+        f"beside it",
+        any(v == "interior peak" for v in hidden.values()), "P1", quick))
     lr, se = float(sc["log_ratio"]), float(sc["log_ratio_se"])
     both = pred["verdict"] == "interior peak" and meas["verdict"] == "interior peak"
-    out.append(Claim(
-        "real_digits[predicted vs measured sigma*]",
-        f"the fitted MoLRG predicts the trained model's peak noise level: measured / predicted sigma* = 1 "
-        f"within uncertainty ({scale})",
+    out.append(_claim(
+        "predicted vs measured sigma*",
+        f"the fitted MoLRG predicts the trained model's peak noise level (hidden layer {meas['layer']}): "
+        f"measured / predicted sigma* = 1 within uncertainty ({scale})",
         {"predicted_sigma": float(pred["peak_sigma"]), "measured_sigma": float(meas["peak_sigma"]),
          "ratio": float(np.exp(lr)), "log_ratio": lr, "log_ratio_se": se, "both_interior": both},
         f"both curves have an interior peak and |log ratio| <= {z:g} x its standard error (bootstrap and seeds "
         f"combined)",
-        bool(both and abs(lr) <= z * se)))
+        both and abs(lr) <= z * se, "molrg", quick))
     mem = [sc["memorisation"][k] for k in sorted(sc["memorisation"], key=int)]
     small, big = mem[0], mem[-1]
-    out.append(Claim(
-        "real_digits[memorisation removes the peak]",
-        f"a model trained on N = {small['N']} images memorises (copy fraction >= {MEMORISING_COPY_FRACTION}) and "
-        f"its feature-SNR peak is gone, while the model trained on all {big['N']} has one ({scale})",
-        {"N": [int(r["N"]) for r in mem], "verdicts": [r["verdict"] for r in mem],
+    small_hidden = {k: v for k, v in small["layer_verdicts"].items() if k.startswith("hidden_")}
+    big_peaks = any(v == "interior peak" for v in hidden.values())
+    out.append(_claim(
+        "memorisation removes the peak",
+        f"P1: a model trained on N = {small['N']} images memorises (copy fraction >= {MEMORISING_COPY_FRACTION}) and "
+        f"no hidden layer's feature SNR peaks, while the model trained on all {big['N']} has a peak ({scale})",
+        {"N": [int(r["N"]) for r in mem], "layer_verdicts": [r["layer_verdicts"] for r in mem],
          "copy_fraction": [float(r["copy_fraction"]) for r in mem],
-         "nn_ratio": [float(r["nn_ratio"]) for r in mem], "peak_gain": [float(r["peak_gain"]) for r in mem]},
-        f"copy fraction (smallest N) >= {MEMORISING_COPY_FRACTION}, its verdict not 'interior peak', and "
-        f"'interior peak' at N = all (z = {z:g})",
-        bool(float(small["copy_fraction"]) >= MEMORISING_COPY_FRACTION and small["verdict"] != "interior peak"
-             and big["verdict"] == "interior peak")))
+         "nn_ratio": [float(r["nn_ratio"]) for r in mem]},
+        f"copy fraction (smallest N) >= {MEMORISING_COPY_FRACTION}, no hidden layer 'interior peak' there, and "
+        f"some hidden layer 'interior peak' at N = all (z = {z:g})",
+        float(small["copy_fraction"]) >= MEMORISING_COPY_FRACTION
+        and all(v != "interior peak" for v in small_hidden.values()) and big_peaks, "P1", quick))
+    out.append(_claim(
+        "trained models certified",
+        f"every model trained on all {big['N']} images reaches the reference: its held-out denoising "
+        f"loss (mean over the sigma grid) is at most (1 + {rtol:g}) x that of the fitted MoLRG's exact "
+        f"denoiser on the same noisy held-out images ({scale})",
+        cert_m, f"molrg.certify.certificate, rtol = {rtol:g}, per model",
+        cert["num_reached"] == len(cert["reached"]), "molrg", quick))
+    emp = small["train_vs_empirical"]
+    log_sig = np.log(np.asarray(results["arrays"]["sigma"], float))
+    o_peaks = np.log([log_peak(log_sig, f) for f in results["arrays"][f"output_feature_snr_N{big['N']}"]])
+    o_lr = float(o_peaks.mean() - np.log(float(pred["peak_sigma"])))
+    o_se = float(np.hypot(o_peaks.std(ddof=1) / np.sqrt(o_peaks.size), float(pred["log_se"])))
+    o_verdict = meas["layer_verdicts"].get("output")
+    out.append(_claim(
+        "trained outputs peak where predicted",
+        f"the outputs of the models trained on all {big['N']} images, through P1's protocol, peak where the fitted "
+        f"MoLRG's exact denoiser's outputs do ({scale})",
+        {"verdict": o_verdict, "measured_sigma": float(np.exp(o_peaks.mean())),
+         "predicted_sigma": float(pred["peak_sigma"]), "ratio": float(np.exp(o_lr)), "log_ratio": o_lr,
+         "log_ratio_se": o_se, **cert_m},
+        f"output verdict 'interior peak' and |log ratio| <= {z:g} x its standard error (seeds and bootstrap)",
+        o_verdict == "interior peak" and pred["verdict"] == "interior peak" and abs(o_lr) <= z * o_se,
+        "molrg", quick))
+    out.append(_claim(
+        "smallest N memorises",
+        f"the models trained on N = {small['N']} images memorise: copy fraction of their samples >= "
+        f"{MEMORISING_COPY_FRACTION} ({small['steps']} steps); their training loss against the empirical "
+        f"(memorising) optimum's on the same noisy training points is reported beside it",
+        {"copy_fraction": float(small["copy_fraction"]), "nn_ratio": float(small["nn_ratio"]),
+         "train_loss_over_empirical": [1 + e for e in emp["relative_excess"]],
+         "certified": f"{emp['num_reached']}/{len(emp['reached'])} (rtol {rtol:g})"},
+        f"mean copy fraction over seeds >= {MEMORISING_COPY_FRACTION}",
+        float(small["copy_fraction"]) >= MEMORISING_COPY_FRACTION, "molrg", quick))
     return out
 
 
-QUICK = {"num_train": 320, "bootstrap": 2, "num_sigmas": 7, "width": 32, "depth": 2, "steps": 100,
+QUICK = {"num_train": 320, "bootstrap": 2, "num_sigmas": 7, "width": 32, "depth": 2, "steps": 100, "mem_steps": 100,
          "batch_size": 64, "N_values": (32, 320), "feature_layer": 1, "probe_steps": 10, "num_samples": 32,
          "sample_steps": 10, "num_seeds": 2}
 
