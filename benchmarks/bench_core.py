@@ -52,18 +52,20 @@ def bench_exact(shapes, repeats):
         U = mix.stacked_bases
         s_shared = jnp.float32(0.5)
         s_each = jnp.asarray(np.geomspace(0.01, 10.0, B), jnp.float32)
+        load = os.getloadavg()[0]
         t = _timing.interleaved({
             "bare": lambda: _bare(x, U),
             "shared": lambda: _exact(mix, x, s_shared),
             "per_sample": lambda: _exact(mix, x, s_each),
         }, repeats=repeats)
-        row = {"B": B, "n": n, "K": K, "d": d, "sec_bare": t["bare"], "sec_shared": t["shared"],
+        row = {"B": B, "n": n, "K": K, "d": d, "loadavg_1min": [load, os.getloadavg()[0]],
+               "sec_bare": t["bare"], "sec_shared": t["shared"],
                "sec_per_sample": t["per_sample"],
                "matmul_fraction_shared": t["bare"] / t["shared"],
                "matmul_fraction_per_sample": t["bare"] / t["per_sample"],
                "per_sample_over_shared": t["per_sample"] / t["shared"]}
         rows.append(row)
-        print(f"  (B,n,K,d)=({B},{n},{K},{d}): matmul fraction shared {row['matmul_fraction_shared']:.2f}, "
+        print(f"  (B,n,K,d)=({B},{n},{K},{d}) [load {load:.1f}]: matmul fraction shared {row['matmul_fraction_shared']:.2f}, "
               f"per-sample {row['matmul_fraction_per_sample']:.2f}; per-sample/shared time "
               f"{row['per_sample_over_shared']:.2f}", flush=True)
     return rows
@@ -91,7 +93,8 @@ def bench_empirical(N, repeats):
         "empirical": lambda: _stream(train, None, x, sig, sc, chunk),
     }, repeats=repeats)
     frac = t["bare"] / t["empirical"]
-    print(f"  empirical (B={B}, n={n}, N={N}, chunk={chunk}): matmul fraction {frac:.2f}", flush=True)
+    print(f"  empirical (B={B}, n={n}, N={N}, chunk={chunk}) [load {os.getloadavg()[0]:.1f}]: "
+          f"matmul fraction {frac:.2f}", flush=True)
     mem = {}
     for NN in (10_000, 100_000, 1_000_000):
         spec = jax.ShapeDtypeStruct((NN, n), jnp.float32)

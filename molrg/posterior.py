@@ -33,7 +33,8 @@ path's accuracy (below). The conditional mean of class k is
 so the score does not lose digits to ``x_t - s E[x_0|x_t]`` at small sigma.
 
 Cost: two ``(B, n) x (n, r)`` matrix products plus ``O(B K r)`` (orthogonal structure)
-or ``O(B K r^2)`` (general structure) per call.
+or ``O(B K r^2)`` (general structure) per call, and no pass over ``(B, n)`` arrays beyond
+the two products (and the ambient term ``x_t / s`` when ``eta > 0``).
 
 Accuracy and limits (float32 against float64 on the same float32 inputs and mixture; tests
 in tests/test_posterior.py and tests/test_numerics_hardening.py): for sigma from 1e-4 to
@@ -87,17 +88,39 @@ def _col(v):
     return v if v.ndim == 0 else v[:, None]
 
 
+# XLA:CPU runs a reduction over a short minor axis (a group of d ~ 5-16 coordinates, K ~ 3-10
+# classes) well below memory speed, and such reductions were most of the time beyond the two
+# matrix products (benchmarks/bench_core.py). So the orthogonal path's group energies are one
+# product with a 0/1 indicator matrix (the square fuses into it), and up to _UNROLL classes
+# the log-softmax's reductions over classes are written out as element-wise operations on
+# (B,) columns.
+_UNROLL = 16
+
+
 def _group_sum(a, sizes):
     """Sums the last axis of ``a`` (..., r) over consecutive groups of ``sizes``."""
     r = a.shape[-1]
     G = len(sizes)
     if G == r:
         return a
-    if len(set(sizes)) == 1:
+    if len(set(sizes)) == 1 and a.ndim > 2:
         return a.reshape(*a.shape[:-1], G, sizes[0]).sum(-1)
     ind = np.zeros((r, G), dtype=np.float32)
     ind[np.arange(r), np.repeat(np.arange(G), sizes)] = 1.0
     return a @ jnp.asarray(ind, a.dtype)
+
+
+def _log_softmax(logits):
+    """``jax.nn.log_softmax`` over the last axis (the same formula: max-shifted, then
+    ``log sum exp``), with the class reductions written out for few classes (see _UNROLL)."""
+    K = logits.shape[-1]
+    if K > _UNROLL:
+        return jax.nn.log_softmax(logits, axis=-1)
+    cols = [logits[..., k] for k in range(K)]
+    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, cols))
+    shifted = logits - top[..., None]
+    total = functools.reduce(jnp.add, [jnp.exp(shifted[..., k]) for k in range(K)])
+    return shifted - jnp.log(total)[..., None]
 
 
 def _expand(a, sizes):
@@ -208,6 +231,12 @@ def _assemble(mix, x, scale, analysed, log_w, which):
     _, geo, z, coords, c, cc, eta2, sigma2 = analysed
     W, Q, v, sizes, m = geo
     w = jnp.exp(log_w)
+    # A row's log posteriors are all NaN or all finite (_log_softmax: one NaN logit makes the
+    # row's total NaN). NaN rows reach h, (B, r), and the last product spreads them over the
+    # (B, n) output without another pass over it: on the orthogonal path every entry of h is
+    # a product with its row's weights; the general path sets them explicitly (its products
+    # over classes were seen to lose a NaN row under jit).
+    nan_row = jnp.isnan(log_w[:, :1])
     if coords is z:  # orthogonal, zero means: beta_l = g_other + (g_own - g_other) w_l
         delta2 = jnp.square(mix.delta.astype(z.dtype))
         # g_own - g_other = +-sigma^2 (1 - delta^2) / ((1 + c)(delta^2 + c)), as a product.
@@ -235,6 +264,7 @@ def _assemble(mix, x, scale, analysed, log_w, which):
         h = jnp.einsum("bk,bks,krs->br", w, t, Q)
     if m is not None and which == "denoise":
         h = h + w @ m
+    h = jnp.where(nan_row, jnp.nan, h)
     if which == "denoise" and mix.noiseless:  # eta == 0 statically: no ambient term
         return h @ W.T
     kappa = _col(kappa)
@@ -247,21 +277,22 @@ def _compute(mix, x, sigma, scale, which):
     """The whole computation as one compiled program (validation happens outside)."""
     dtype = x.dtype
     analysed = _analyse(mix, x, sigma, scale, dtype)
-    log_w = jax.nn.log_softmax(analysed[0], axis=-1)
+    log_w = _log_softmax(analysed[0])
     # Traced sigma/scale escape the ValueError checks; where they are not positive and
     # finite the formulas (which see sigma^2) would give finite nonsense: NaN instead.
+    # The NaN goes into the (B, K) log posterior; _assemble carries it to the (B, r)
+    # coordinates and the last product spreads it over the output row, so no extra pass over
+    # the (B, n) output is needed.
     ok = _col(valid_noise_level(sigma, scale))
     log_w = jnp.where(ok, log_w, jnp.nan)
     if which == "log_posterior":
         return log_w
     if which == "denoise":
-        return jnp.where(ok, _assemble(mix, x, scale, analysed, log_w, "denoise"), jnp.nan), log_w
+        return _assemble(mix, x, scale, analysed, log_w, "denoise"), log_w
     resid = _assemble(mix, x, scale, analysed, log_w, "noise")
     if which == "predict_noise":
-        out = resid / _col(sigma)
-    else:
-        out = -resid / _col(scale * jnp.square(sigma))  # score
-    return jnp.where(ok, out, jnp.nan)
+        return resid / _col(sigma)
+    return -resid / _col(scale * jnp.square(sigma))  # score
 
 
 def log_posterior(mix: MoLRG, x_t, sigma, scale=1.0) -> Array:
