@@ -177,8 +177,9 @@ def test_interrupted_sweep_resumes_through_the_cli(tmp_path):
     points = None
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        found = [p for p in out.glob("sweep-optimal_snr-*/points")] if out.exists() else []
-        if found and len([f for f in os.listdir(found[0]) if f.endswith(".json") and not f.startswith(".")]) >= 3:
+        # --batch 1: one Parquet chunk per point
+        found = [p for p in out.glob("sweep-optimal_snr-*/chunks")] if out.exists() else []
+        if found and len([f for f in os.listdir(found[0]) if f.endswith(".parquet") and not f.startswith(".")]) >= 3:
             points = found[0]
             break
         time.sleep(0.02)
@@ -186,7 +187,7 @@ def test_interrupted_sweep_resumes_through_the_cli(tmp_path):
     text = _interrupt(proc, err_file)
     assert proc.returncode == 130, text[-3000:]
     line = _one_interrupt_line(text)
-    saved = len([f for f in os.listdir(points) if f.endswith(".json") and not f.startswith(".")])
+    saved = len([f for f in os.listdir(points) if f.endswith(".parquet") and not f.startswith(".")])
     assert f"{saved} of 240 points saved in {points.parent}" in line and "rerun the same command to resume" in line
     assert 3 <= saved < 240
     assert os.path.realpath(out / "latest") == str(points.parent)

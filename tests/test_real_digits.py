@@ -108,26 +108,24 @@ def test_certify_losses_weights_levels_and_applies_rtol():
 
 
 def test_empirical_outputs_and_level_mse_match_float64_formula():
-    jax.config.update("jax_enable_x64", True)
-    try:
-        rng = np.random.default_rng(1)
-        train = rng.normal(size=(7, 5))
-        x0 = train[[0, 3, 5, 5]]
-        sig = np.array([0.05, 0.8])
-        eps = rng.normal(size=(2, 4, 5))
-        out = np.asarray(rd.empirical_outputs(jnp.asarray(train), jnp.asarray(x0), jnp.asarray(eps), jnp.asarray(sig)))
-        for j, s in enumerate(sig):
-            y = x0 + s * eps[j]  # x_t / scale
-            logits = -((y[:, None, :] - train[None]) ** 2).sum(-1) / (2 * s * s)
-            p = np.exp(logits - logits.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            np.testing.assert_allclose(out[j], p @ train, rtol=1e-9, atol=1e-12)
-        # at small noise the memoriser returns the training point itself: zero loss
-        assert np.asarray(rd.level_mse(jnp.asarray(out), jnp.asarray(x0)))[0] < 1e-8
-        mse = np.asarray(rd.level_mse(jnp.asarray(out), jnp.asarray(x0)))
-        np.testing.assert_allclose(mse, ((out - x0) ** 2).sum(-1).mean(-1), rtol=1e-12)
-    finally:
-        jax.config.update("jax_enable_x64", False)
+    # float64 throughout: tests/conftest.py enables x64 for the whole session (never toggled here:
+    # switching it off in one test turned every later float64 test float32)
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(7, 5))
+    x0 = train[[0, 3, 5, 5]]
+    sig = np.array([0.05, 0.8])
+    eps = rng.normal(size=(2, 4, 5))
+    out = np.asarray(rd.empirical_outputs(jnp.asarray(train), jnp.asarray(x0), jnp.asarray(eps), jnp.asarray(sig)))
+    for j, s in enumerate(sig):
+        y = x0 + s * eps[j]  # x_t / scale
+        logits = -((y[:, None, :] - train[None]) ** 2).sum(-1) / (2 * s * s)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        np.testing.assert_allclose(out[j], p @ train, rtol=1e-9, atol=1e-12)
+    # at small noise the memoriser returns the training point itself: zero loss
+    assert np.asarray(rd.level_mse(jnp.asarray(out), jnp.asarray(x0)))[0] < 1e-8
+    mse = np.asarray(rd.level_mse(jnp.asarray(out), jnp.asarray(x0)))
+    np.testing.assert_allclose(mse, ((out - x0) ** 2).sum(-1).mean(-1), rtol=1e-12)
 
 
 def test_feature_snr_curves_match_metrics_per_slice():
