@@ -47,7 +47,7 @@ def reached(found, truth, *, rtol: float, atol: float = 0.0):
 def certificate(found, truth, *, rtol: float, atol: float = 0.0) -> dict:
     """The certificate of one estimate or an array of them: ``objective`` (found),
     ``objective_truth``, ``excess`` = found - truth (negative: below the truth's objective),
-    ``relative_excess`` = excess / |truth|, and ``reached`` (see :func:`reached`)."""
+    ``relative_excess`` = ``excess / abs(truth)``, and ``reached`` (see :func:`reached`)."""
     found, truth = jnp.asarray(found), jnp.asarray(truth)
     excess = found - truth
     return {"objective": found, "objective_truth": truth, "excess": excess,

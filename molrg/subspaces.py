@@ -392,6 +392,7 @@ def partition_residual(x: Array, assign: Array, bases: Array) -> Array:
 
 def partition_objective(x: Array, assign: Array, cols: Array) -> Array:
     """The K-subspaces objective of a given clustering: every cluster refitted by :func:`pca`,
+    ::
 
         J(assign) = sum_k sum_r a_rk ||x_r - P_k x_r||^2,   P_k = U_k U_k^T, U_k = pca(x, a_:k),
 
