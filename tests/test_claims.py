@@ -57,3 +57,32 @@ def test_every_claim_in_the_catalogue_states_source_and_expectation():
                 if None not in names and not {"source", "expected"} <= names:
                     missing.append(f"{path.name}:{node.lineno}")
     assert not missing, f"Claim(...) without source= and expected=: {missing}"
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_quick_fails_apply_to_quick_runs_only(tmp_path, quick):
+    """An experiment's ``quick_fails`` turn the named claims' expectation to FAIL (with the
+    reason) on results of a quick run, and leave full-scale expectations alone."""
+    import dataclasses
+
+    from molrg.study import Experiment, Results, evaluate, run_experiment
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        value: float = 2.0
+        seed: int = 0
+
+    def claims(results):
+        ok = results["scalars"]["value"] == 2.0
+        return [_claim("toy[a]", ok, "P1", "PASS"), _claim("toy[b]", ok, "P1", "PASS")]
+
+    exp = Experiment(name="toy", summary="toy", config=Cfg(), run=lambda cfg, verbose=True: Results(
+        scalars={"value": cfg.value}), plot=lambda r, f: [], quick={"value": 1.0}, claims=claims,
+        quick_fails={"toy[a]": "underpowered"})
+    path = run_experiment(exp, quick=quick, out_dir=str(tmp_path), verbose=False, plot=False)
+    a, b = evaluate(exp, path, verbose=False)
+    if quick:  # the quick value makes both claims FAIL: a as expected, b not
+        assert (a.verdict, a.expected, a.reason) == ("FAIL", "FAIL", "quick scale: underpowered")
+        assert a.as_expected and not b.as_expected
+    else:
+        assert a.expected == b.expected == "PASS" and a.as_expected and b.as_expected

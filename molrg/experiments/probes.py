@@ -435,6 +435,8 @@ def claims(results: dict) -> list[Claim]:
 EXPERIMENT = Experiment(name="probes", summary="linear probe, projection classifier and Bayes accuracy on optimal-denoiser features "
                            "across noise, with unimodality verdicts",
          config=ProbesConfig(), run=run, plot=plot, quick=QUICK,
-         paper="P1 Fig. 3 (probe accuracy of the optimal denoiser)", claims=claims)
+         paper="P1 Fig. 3 (probe accuracy of the optimal denoiser)", claims=claims,
+         quick_fails={"linear_probe_unimodal": "5 noise levels and 2 x 1,500 test points leave the probe's "
+                                               "rise within its error bars (the full scale resolves it)"})
 
 SWEEPABLES = ()

@@ -621,6 +621,8 @@ EXPERIMENT = Experiment(
     name="relaxations",
     summary="SNR of the exact denoiser when Assumption 1 is relaxed (overlap, ranks, weights, means)",
     config=RelaxationsConfig(), run=run, plot=plot, quick=QUICK,
-    paper="P1 appendix tables (relaxed MoLRG assumptions)", claims=claims)
+    paper="P1 appendix tables (relaxed MoLRG assumptions)", claims=claims,
+    quick_fails={"lowrank_recovery_rate[K=2]": "2 seeds x 2 starts of a short training do not reach the "
+                                               "optimum (certified optimisation failures); full scale 16/16"})
 
 SWEEPABLES = ()

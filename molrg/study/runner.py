@@ -44,6 +44,10 @@ class Experiment:
     quick: dict = dataclasses.field(default_factory=dict)
     paper: str = ""  # which paper figure/claim it reproduces
     claims: Callable | None = None
+    #: claims expected to FAIL at quick (smoke-test) scale, with the reason: the claims' own
+    #: expectations describe the full scale; :func:`molrg.study.claims.evaluate` applies these to
+    #: results of a quick run, so ``molrg check --quick`` is a regression check too.
+    quick_fails: dict = dataclasses.field(default_factory=dict)
 
     def make_config(self, overrides: dict | None = None, *, quick: bool = False):
         """The config a run uses: defaults, then the quick overrides, then ``overrides``."""
