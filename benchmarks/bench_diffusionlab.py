@@ -13,18 +13,25 @@ Inputs: the P1-type model with delta = 0 (so both libraries see the same class c
 ``x_t = (1 - t) x0 + t eps`` with t strictly inside (0, 1): t = 0.3 shared, or per-sample t
 uniform in [0.05, 0.95]. molrg gets ``scale = 1 - t`` and ``sigma = t / (1 - t)``.
 
-Two molrg paths on the same inputs, both reported:
+Three molrg paths on the same inputs, all reported:
   * fast: molrg detects that the bases are mutually orthogonal (and delta = 0, zero means)
     and uses its closed form (O(B K d) beyond the two products). diffusionlab cannot be told
     this structure, so this ratio credits molrg with knowing more about the input;
-  * general: the same mixture built with ``structure="general"``, molrg's path for arbitrary
-    bases (per-class eigen-coordinates in a shared frame), which is the like-for-like ratio.
+  * lowrank: the same mixture built with ``structure="general"`` (no use of the angles
+    between subspaces). With delta = 0 class k's covariance is ``U_k U_k^T`` whatever the
+    angles, the information diffusionlab gets too, and molrg's general path then needs only
+    the projections ``U^T x`` (its low-rank path, ``molrg.posterior._frame``): the
+    like-for-like ratio. molrg does use that each ``U_k`` has orthonormal columns (the model
+    requires it); diffusionlab accepts any factor and solves a d x d system per class;
+  * eigen: the general mixture with delta passed in traced, so molrg cannot know delta = 0
+    and takes its per-class eigen-coordinates path (O(B K r^2)): what the general path costs
+    for any delta > 0.
 Every molrg output is checked against diffusionlab's before any time is reported: the largest
 per-sample relative L2 difference must be below ``AGREE_RTOL`` (float32; both sides are
 exact closed forms), else the run fails (RuntimeError, exit status 1).
 
 Targets (issue 13): molrg at least 10x faster with shared t and 50x with per-sample t, on the
-general path.
+general path (the lowrank row; the eigen row is reported beside it).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ SHAPES = [(8192, 256, 8, 16), (2048, 784, 10, 16), (16384, 128, 4, 8), (4096, 50
 MOLRG_RTOL = 5e-5
 AGREE_RTOL = 1e-3
 REF_ROWS = 512
-PATHS = ("fast", "general")
+PATHS = ("fast", "lowrank", "eigen")
 CASES = ("shared", "per_sample")
 
 
@@ -99,20 +106,28 @@ def molrg_child(inp, out):
         data = dict(z)
     bases = list(jnp.asarray(data["factors"]))
     w = jnp.asarray(data["weights"])
-    mixes = {"fast": molrg.MoLRG(bases, weights=w), "general": molrg.MoLRG(bases, weights=w, structure="general")}
-    if mixes["fast"].structure != "orthogonal":
-        raise RuntimeError("the inputs were meant to take molrg's orthogonal fast path")
+    general = molrg.MoLRG(bases, weights=w, structure="general")
+    mixes = {"fast": molrg.MoLRG(bases, weights=w), "lowrank": general, "eigen": general}
+    if mixes["fast"].structure != "orthogonal" or not general.sharp:
+        raise RuntimeError("the inputs were meant to be orthogonal with delta = 0")
     x = jnp.asarray(data["x_t"])
     t = jnp.asarray(data["t"])
     ts = jnp.float32(data["t_shared"])
     fn = jax.jit(lambda m, x, s, a: molrg.denoise(m, x, s, a))
+    # delta as a traced argument: molrg cannot see that it is 0 (its cost for any delta > 0)
+    fn_traced = jax.jit(lambda m, dlt, x, s, a: molrg.denoise(m.replace(delta=dlt), x, s, a))
+    zero = jnp.float32(0.0)
     calls = {}
     for path, mix in mixes.items():
-        calls[f"{path}_shared"] = lambda mix=mix: fn(mix, x, ts / (1 - ts), 1 - ts)
-        calls[f"{path}_per_sample"] = lambda mix=mix: fn(mix, x, t / (1 - t), 1 - t)
+        if path == "eigen":
+            calls[f"{path}_shared"] = lambda mix=mix: fn_traced(mix, zero, x, ts / (1 - ts), 1 - ts)
+            calls[f"{path}_per_sample"] = lambda mix=mix: fn_traced(mix, zero, x, t / (1 - t), 1 - t)
+        else:
+            calls[f"{path}_shared"] = lambda mix=mix: fn(mix, x, ts / (1 - ts), 1 - ts)
+            calls[f"{path}_per_sample"] = lambda mix=mix: fn(mix, x, t / (1 - t), 1 - t)
     times = _timing.interleaved(calls, repeats=7)
     ref = {}
-    mix64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), mixes["general"])
+    mix64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), general)
     x64, t64, ts64 = (np.asarray(a, np.float64) for a in (x[:REF_ROWS], t[:REF_ROWS], ts))
     ref["ref_shared"] = molrg.denoise(mix64, x64, ts64 / (1 - ts64), 1 - ts64)
     ref["ref_per_sample"] = molrg.denoise(mix64, x64, t64 / (1 - t64), 1 - t64)
@@ -181,9 +196,10 @@ def main(argv=None):
         agree = max(v for k, v in row.items() if k.startswith("max_rel_diff"))
         ref_mg = max(v for k, v in row.items() if k.startswith("ref_rel_diff_") and "diffusionlab" not in k)
         ref_dl = max(row[f"ref_rel_diff_diffusionlab_{c}"] for c in CASES)
-        print(f"  (B,n,K,d)={shape} [load {row['loadavg_1min'][0]:.1f}]: speedup general path "
-              f"{row['speedup_general_shared']:.1f}x shared t, {row['speedup_general_per_sample']:.1f}x "
-              f"per-sample t; fast path {row['speedup_fast_shared']:.1f}x / {row['speedup_fast_per_sample']:.1f}x; "
+        print(f"  (B,n,K,d)={shape} [load {row['loadavg_1min'][0]:.1f}]: speedup general (low-rank) path "
+              f"{row['speedup_lowrank_shared']:.1f}x shared t, {row['speedup_lowrank_per_sample']:.1f}x "
+              f"per-sample t; eigen path {row['speedup_eigen_shared']:.1f}x / {row['speedup_eigen_per_sample']:.1f}x; "
+              f"orthogonal path {row['speedup_fast_shared']:.1f}x / {row['speedup_fast_per_sample']:.1f}x; "
               f"molrg vs diffusionlab {agree:.1e}, vs float64: molrg {ref_mg:.1e}, diffusionlab {ref_dl:.1e} "
               f"(relative)", flush=True)
     _timing.write_json(os.path.join(HERE, "results", "diffusionlab.json"),

@@ -67,10 +67,10 @@ class MoLRG:
       >>> x0, labels = mix.sample(jax.random.key(1), 1000)
     """
 
-    __slots__ = ("bases", "weights", "delta", "noise", "means", "structure", "noiseless")
+    __slots__ = ("bases", "weights", "delta", "noise", "means", "structure", "noiseless", "sharp")
 
     def __init__(self, bases, weights=None, delta=0.0, noise=0.0, means=None, *, structure=None,
-                 _noiseless=None):
+                 _noiseless=None, _sharp=None):
         bases_t = _as_bases(bases)
         K = len(bases_t)
         n = int(bases_t[0].shape[0])
@@ -118,6 +118,12 @@ class MoLRG:
         if _noiseless is None:
             _noiseless = bool(is_concrete(noise) and float(np.asarray(noise)) == 0.0)
         object.__setattr__(self, "noiseless", _noiseless)
+        # Static: delta is known to be exactly 0, so every class covariance is U_k U_k^T
+        # (+ eta^2 I) whatever the angles between subspaces, and the exact posterior needs
+        # only the projections U^T x (molrg.posterior: the low-rank path).
+        if _sharp is None:
+            _sharp = bool(is_concrete(delta) and float(np.asarray(delta)) == 0.0)
+        object.__setattr__(self, "sharp", _sharp)
         self.structure = structure
 
     # -- immutability -------------------------------------------------------------
@@ -132,6 +138,8 @@ class MoLRG:
                       means=self.means)
         fields.update(changes)
         keep = {} if "noise" in changes else {"_noiseless": self.noiseless}
+        if "delta" not in changes:
+            keep["_sharp"] = self.sharp
         if "bases" in changes:
             return MoLRG(**fields, **keep)
         return MoLRG(**fields, structure=self.structure, **keep)
@@ -139,17 +147,18 @@ class MoLRG:
     # -- pytree ---------------------------------------------------------------------
     def tree_flatten(self):
         children = (self.bases, self.weights, self.delta, self.noise, self.means)
-        return children, (self.structure, self.noiseless)
+        return children, (self.structure, self.noiseless, self.sharp)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        structure, noiseless = aux
+        structure, noiseless, sharp = aux
         obj = object.__new__(cls)
         bases, weights, delta, noise, means = children
         for name, value in zip(("bases", "weights", "delta", "noise", "means"),
                                (tuple(bases), weights, delta, noise, means)):
             object.__setattr__(obj, name, value)
         object.__setattr__(obj, "noiseless", noiseless)
+        object.__setattr__(obj, "sharp", sharp)
         object.__setattr__(obj, "structure", structure)
         return obj
 

@@ -34,7 +34,11 @@ so the score does not lose digits to ``x_t - s E[x_0|x_t]`` at small sigma.
 
 Cost: two ``(B, n) x (n, r)`` matrix products plus ``O(B K r)`` (orthogonal structure)
 or ``O(B K r^2)`` (general structure) per call, and no pass over ``(B, n)`` arrays beyond
-the two products (and the ambient term ``x_t / s`` when ``eta > 0``).
+the two products (and the ambient term ``x_t / s`` when ``eta > 0``). The low-rank path:
+with delta = 0 known statically (``MoLRG.sharp``) and zero means, class k's covariance is
+``U_k U_k^T + eta^2 I`` whatever the angles between the subspaces, so the general structure
+takes the orthogonal path's formulas with ``W = U`` (two ``(B, n) x (n, sum d_k)`` products
+plus ``O(B sum d_k)``; see :func:`_frame`).
 
 Accuracy and limits (float32 against float64 on the same float32 inputs and mixture; tests
 in tests/test_posterior.py and tests/test_numerics_hardening.py): for sigma from 1e-4 to
@@ -60,7 +64,7 @@ import numpy as np
 
 from molrg._precision import full_precision
 from molrg._validate import as_float, check_noise_level, check_points, fail, valid_noise_level
-from molrg.mixture import MoLRG, geometry
+from molrg.mixture import Geometry, MoLRG, geometry
 
 Array = jax.Array
 
@@ -140,9 +144,28 @@ def _scale_groups(z, beta, sizes):
     return z * _expand(beta, sizes)
 
 
+def _frame(mix, dtype):
+    """The frame the computation works in: :func:`molrg.mixture.geometry`, except on the
+    low-rank path (delta = 0 statically, zero means, any angles between the subspaces).
+
+    There class k's covariance is ``U_k U_k^T + eta^2 I``: variance ``1 + c`` on its own
+    subspace and ``c`` everywhere else, so with ``e_k = |U_k^T x_t / s|^2`` the posterior and
+    the class means need the stacked projections ``U^T x_t / s`` and nothing else, exactly
+    as on the orthogonal path with delta = 0 (the other classes' subspaces never enter a
+    class's covariance). The bases then serve as the "frame" ``W = U`` with ``Q_k = I``;
+    ``W`` need not be orthonormal, since only ``U_k`` itself is used on class k's terms.
+    Cost ``O(B K d)`` beyond the two products, against ``O(B K r^2)`` for per-class
+    eigen-coordinates.
+    """
+    if mix.structure == "general" and mix.sharp and mix.means is None:
+        eye = jnp.eye(mix.K, dtype=dtype)
+        return Geometry(mix.stacked_bases.astype(dtype), None, eye, mix.dims, None)
+    return geometry(mix, dtype)
+
+
 def _analyse(mix, x, sigma, scale, dtype):
     """Logits of p(k|x_t) and what the denoiser needs. x (B, n); sigma/scale () or (B,)."""
-    geo = geometry(mix, dtype)
+    geo = _frame(mix, dtype)
     W, Q, v, sizes, m = geo
     eta2 = jnp.square(mix.noise.astype(dtype))
     sigma2 = jnp.square(sigma)
@@ -150,8 +173,8 @@ def _analyse(mix, x, sigma, scale, dtype):
     z = (x @ W) / _col(scale)  # (B, r)
 
     if m is None and Q is None:
-        # Orthogonal blocks, zero means: class k has variance 1 on its own block and
-        # delta^2 on the others (docs/theory.md section 3's closed form, with weights, unequal
+        # Orthogonal blocks (or delta = 0 with any bases: _frame), zero means: class k has
+        # variance 1 on its own block and delta^2 on the others (docs/theory.md section 3's closed form, with weights, unequal
         # dims, eta and per-sample noise). With block energies E_l = |U_l^T x_t / s|^2,
         #   logit_k = log pi_k + E_k (1 - delta^2) / (2 (1 + c)(delta^2 + c))
         #             - d_k / 2 log1p((1 - delta^2) / (delta^2 + c))   (+ common terms),
