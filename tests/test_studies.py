@@ -131,6 +131,24 @@ def test_net_certificate_columns_consistent():
     np.testing.assert_array_equal(out["outcome"], certify.outcome(out["success"] > 0, out["reached"] > 0))
 
 
+def test_plain_recipe_in_the_certified_batch_equals_its_own_sweep():
+    """``plain=True`` trains P0's plain start in the certified points' batch, sharing their
+    truth-started run: the certified outputs are those of ``plain=False``, and the plain outputs
+    those of a separate ``restarts=1, start="random"`` point (same start, same noise draws,
+    same certificate), up to the rounding of a differently batched product."""
+    Ns, seeds = [2, 4, 4, 4], [0, 0, 1, 2]
+    merged = _net_points(_net_cfg(train_steps=40, plain=True), Ns, seeds)
+    certified = _net_points(_net_cfg(train_steps=40), Ns, seeds)
+    plain = _net_points(_net_cfg(train_steps=40, restarts=1, start="random"), Ns, seeds)
+    for k, v in certified.items():
+        np.testing.assert_allclose(merged[k], v, rtol=1e-7, atol=1e-12, err_msg=k)
+    for k in ("err", "success", "objective", "reached", "outcome"):
+        np.testing.assert_allclose(merged[f"{k}_plain"], plain["err_net" if k == "err" else k], rtol=1e-7,
+                                   atol=1e-12, err_msg=k)
+    with pytest.raises(ValueError, match="plain: must be true or false"):
+        _net_cfg(plain="yes").validate()
+
+
 def test_net_objective_against_a_float64_formula_and_truth_start_beats_a_bad_start():
     """``net_objective`` equals P0's delta=0 network loss written out in float64 NumPy on
     the same draws; and the truth-started training ends at a lower objective than a start
