@@ -25,10 +25,10 @@ test-all: $(DOCS_STAMP)
 
 ## The main job.
 reproduce: $(STAMP)
-	$(VENV)/bin/molrg reproduce
+	$(VENV)/bin/molrg reproduce --jobs 2
 
 reproduce-quick: $(STAMP)
-	$(VENV)/bin/molrg reproduce --quick
+	$(VENV)/bin/molrg reproduce --quick --jobs 2
 
 ## Speed benchmarks: each prints ratios against a baseline measured in the same run.
 bench: $(STAMP)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import time
 
 import pytest
 
@@ -391,3 +392,54 @@ def test_os_errors_are_one_line_and_exit_1(monkeypatch, capsys):
     assert cli.main(["ls"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("molrg: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# ----- reproduce --jobs: experiments in worker processes -----------------------------------
+def test_reproduce_in_worker_processes_equals_sequential(tmp_path):
+    """``--jobs 2`` runs each experiment in its own process (costliest first) and must give
+    the same results, verdicts and report as the sequential run (both through the command
+    line, so both run in the configuration ``molrg`` itself sets up)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               MOLRG_CACHE_DIR=str(tmp_path / "cache"))
+    runs, printed = {}, {}
+    for jobs in ("1", "2"):
+        out, figs = tmp_path / f"res{jobs}", tmp_path / f"fig{jobs}"
+        proc = subprocess.run([sys.executable, "-m", "molrg.cli", "reproduce", "--quick", "--only", "probes",
+                               "peak_map", "--jobs", jobs, "--out", str(out), "--fig-dir", str(figs)],
+                              capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        printed[jobs] = proc.stdout
+        runs[jobs] = json.loads((figs / "checks.json").read_text())
+        assert sorted(p for p in os.listdir(out) if not p.startswith(".")) == ["peak_map", "probes"]
+        assert (figs / "REPORT.md").exists()
+    assert "in 2 worker processes" in printed["2"] and "[probes]" in printed["2"] and "[peak_map]" in printed["2"]
+    seq, par = runs["1"], runs["2"]
+    assert [c["name"] for c in par["claims"]] == [c["name"] for c in seq["claims"]] and seq["claims"]
+    for a, b in zip(seq["claims"], par["claims"]):
+        assert a["passed"] == b["passed"] and a["measured"] == b["measured"], a["name"]
+
+
+def test_reproduce_jobs_must_be_positive(tmp_path, capsys):
+    assert cli.main(["reproduce", "--only", "demo", "--jobs", "0", "--out", str(tmp_path / "r"),
+                     "--fig-dir", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("molrg: error: --jobs: must be >= 1") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()
+
+
+def test_a_failing_worker_stops_the_others_and_names_itself(tmp_path):
+    """A worker that fails (here: an experiment the worker cannot find) stops the run with an
+    error naming it, and the worker still running is stopped, not left behind."""
+    import types
+
+    slow = types.SimpleNamespace(name="phase_transition", cost=1.0)  # real, and long: must be stopped
+    bad = types.SimpleNamespace(name="no_such_experiment", cost=0.0)
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="experiment no_such_experiment failed"):
+        cli._run_parallel([slow, bad], 2, False, str(tmp_path / "r"), str(tmp_path / "f"))
+    assert time.perf_counter() - t0 < 120
+    assert not (tmp_path / "r" / "phase_transition").exists()

@@ -351,7 +351,7 @@ QUICK = {"n": 50, "K": 3, "delta": 0.2, "ns": (50,), "ds": (5,), "Ks": (3,), "de
          "num_sigmas": 64, "num_samples": 4000, "sampled_sigmas": 6, "peak_settings": ("paper",)}
 
 EXPERIMENT = Experiment(
-    name="approximation",
+    name="approximation", cost=12,
     summary="Theorem-1 approximate vs exact SNR, varying n, d, K, delta; the gap at the peak",
     config=ApproximationConfig(), run=run, plot=plot, quick=QUICK,
     paper="P1 Fig. 14 (approximation vs exact SNR)", claims=claims)

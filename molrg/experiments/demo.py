@@ -88,7 +88,7 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
         return save_figure(fig, fig_dir, "demo")
 
 
-EXPERIMENT = Experiment(name="demo", summary="sample a MoLRG, denoise it exactly and by memorisation across noise levels",
+EXPERIMENT = Experiment(name="demo", cost=3, summary="sample a MoLRG, denoise it exactly and by memorisation across noise levels",
          config=DemoConfig(), run=run, plot=plot,
          quick={"num_train": 500, "num_test": 1000}, paper="(sanity demo)")
 

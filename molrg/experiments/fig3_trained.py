@@ -765,7 +765,7 @@ QUICK = {"num_train": 3000, "epochs": 2, "num_test_sets": 2, "test_size": 500, "
          "probe_steps": 50, "lowrank_restarts": 2, "lowrank_steps": 300, "lowrank_decay_steps": 100,
          "recovery_seeds": 2}
 
-EXPERIMENT = Experiment(name="fig3_trained", summary="P1 Fig. 3 with trained networks: SNR, feature SNR, probes, excess MSE vs noise",
+EXPERIMENT = Experiment(name="fig3_trained", cost=124, summary="P1 Fig. 3 with trained networks: SNR, feature SNR, probes, excess MSE vs noise",
          config=Fig3TrainedConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 Fig. 3 (trained low-rank net, MLP and linear baseline vs optimal and Theorem 1)",
          claims=claims, quick_fails={

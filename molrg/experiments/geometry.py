@@ -155,7 +155,7 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
 QUICK = {"num_samples": 4000, "num_points": 600}
 
 EXPERIMENT = Experiment(
-    name="geometry",
+    name="geometry", cost=2,
     summary="optimal denoiser outputs projected on the class axes, 2-D view, across DDPM timesteps",
     config=GeometryConfig(), run=run, plot=plot, quick=QUICK, paper="P1 Fig. 15 (posterior geometry)")
 

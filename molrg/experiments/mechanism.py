@@ -501,7 +501,7 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
 QUICK = {"num_samples": 4000, "num_sigmas": 64, "confidence_draws": 2**13, "limit_settings": ("paper",)}
 
 EXPERIMENT = Experiment(
-    name="mechanism",
+    name="mechanism", cost=9,
     summary="exact vs Theorem-1 SNR of the optimal denoiser, denoising rate and class confidence",
     config=MechanismConfig(), run=run, plot=plot, quick=QUICK,
     paper="P1 Fig. 3 (optimal/approximate SNR) and Fig. 4 (mechanism)", claims=claims)

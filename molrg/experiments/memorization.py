@@ -412,7 +412,7 @@ def plot(results_dir: str, fig_dir: str) -> list[str]:
 QUICK = {"N_values": "16,64,512", "heatmap_d_values": "5", "num_seeds": 3, "claim_N_large": 512,
          "claim_num_seeds": 3}
 
-EXPERIMENT = Experiment(name="memorization",
+EXPERIMENT = Experiment(name="memorization", cost=41,
          summary="memorising (empirical) denoiser: SNR curves vs N (test, training inputs), where the peak emerges",
          config=MemorizationConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 memorisation claim (Sec. on memorisation / early stopping), exact MoLRG version",

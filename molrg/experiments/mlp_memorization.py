@@ -700,7 +700,7 @@ def claims(results: dict) -> list[Claim]:
 QUICK = {"N_values": "16,256", "widths": "32", "num_seeds": 2, "segment_steps": 100, "num_segments": 2, "batch_size": 32,
          "num_test": 150, "num_samples": 64, "sample_steps": 20}
 
-EXPERIMENT = Experiment(name="mlp_memorization",
+EXPERIMENT = Experiment(name="mlp_memorization", cost=48,
          summary="trained MLPs vs N, width, training length: SNR peak against copying of training points",
          config=MLPMemorizationConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 memorisation / early-stopping claim (Sec. 7), trained MLPs in the Fig. 3 setting",

@@ -723,7 +723,7 @@ def claims(results: dict) -> list[Claim]:
     return out
 
 
-EXPERIMENT = Experiment(name="peak_map", summary="peak location and height of the exact SNR over a (d, delta, K) grid, and laws for it",
+EXPERIMENT = Experiment(name="peak_map", cost=4, summary="peak location and height of the exact SNR over a (d, delta, K) grid, and laws for it",
          config=PeakMapConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 Theorem 1 / Fig. 14 (P1 gives no closed form for the peak)", claims=claims)
 

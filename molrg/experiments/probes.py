@@ -432,7 +432,7 @@ def claims(results: dict) -> list[Claim]:
     return out
 
 
-EXPERIMENT = Experiment(name="probes", summary="linear probe, projection classifier and Bayes accuracy on optimal-denoiser features "
+EXPERIMENT = Experiment(name="probes", cost=7, summary="linear probe, projection classifier and Bayes accuracy on optimal-denoiser features "
                            "across noise, with unimodality verdicts",
          config=ProbesConfig(), run=run, plot=plot, quick=QUICK,
          paper="P1 Fig. 3 (probe accuracy of the optimal denoiser)", claims=claims,

@@ -618,7 +618,7 @@ QUICK = {"num_samples": 4000, "variants": ("orthogonal", "overlap30", "unequal_w
          "recovery_seeds": 2}
 
 EXPERIMENT = Experiment(
-    name="relaxations",
+    name="relaxations", cost=147,
     summary="SNR of the exact denoiser when Assumption 1 is relaxed (overlap, ranks, weights, means)",
     config=RelaxationsConfig(), run=run, plot=plot, quick=QUICK,
     paper="P1 appendix tables (relaxed MoLRG assumptions)", claims=claims,

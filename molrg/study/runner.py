@@ -48,6 +48,9 @@ class Experiment:
     #: expectations describe the full scale; :func:`molrg.study.claims.evaluate` applies these to
     #: results of a quick run, so ``molrg check --quick`` is a regression check too.
     quick_fails: dict = dataclasses.field(default_factory=dict)
+    #: seconds the full-scale run took on the 2-core reference machine (measured): ``molrg
+    #: reproduce --jobs`` starts the costliest experiments first. A scheduling hint only.
+    cost: float = 0.0
 
     def make_config(self, overrides: dict | None = None, *, quick: bool = False):
         """The config a run uses: defaults, then the quick overrides, then ``overrides``."""
