@@ -25,6 +25,13 @@ def _env(cache=None):
     return env
 
 
+def _default_sigint():
+    """For the child (``preexec_fn``): Ctrl-C's default action. A process started in the
+    background by a non-interactive shell (``cmd &``, as CI runners may) inherits SIGINT
+    ignored, and so would every child: the interrupt these tests send would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(proc, stderr_file):
     proc.send_signal(signal.SIGINT)
     try:
@@ -124,7 +131,8 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def _toy_proc(tmp_path, argv):
     err = tmp_path / "stderr.txt"
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(TOY), *argv], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(TOY), *argv], preexec_fn=_default_sigint,
+                            stdout=subprocess.PIPE,
                             stderr=open(err, "w"), text=True, cwd=str(tmp_path), env=_env())
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -172,7 +180,7 @@ def test_interrupted_sweep_resumes_through_the_cli(tmp_path):
     out = tmp_path / "res"
     err_file = tmp_path / "stderr.txt"
     cache = tmp_path / "xla-cache"
-    proc = subprocess.Popen([sys.executable, "-m", "molrg.cli", *SWEEP, "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "molrg.cli", *SWEEP, "--out", str(out)], preexec_fn=_default_sigint,
                             stdout=subprocess.DEVNULL, stderr=open(err_file, "w"), cwd=ROOT, env=_env(cache))
     points = None
     deadline = time.time() + 300
