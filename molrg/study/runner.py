@@ -44,11 +44,11 @@ class Experiment:
     quick: dict = dataclasses.field(default_factory=dict)
     paper: str = ""  # which paper figure/claim it reproduces
     claims: Callable | None = None
-    #: claims expected to FAIL at quick (smoke-test) scale, with the reason: the claims' own
+    #: claims expected to FAIL at quick (smoke-test) scale, each with its reason. The claims' own
     #: expectations describe the full scale; :func:`molrg.study.claims.evaluate` applies these to
     #: results of a quick run, so ``molrg check --quick`` is a regression check too.
     quick_fails: dict = dataclasses.field(default_factory=dict)
-    #: seconds the full-scale run took on the 2-core reference machine (measured): ``molrg
+    #: seconds the default run took on the 2-core reference machine (measured); ``molrg
     #: reproduce --jobs`` starts the costliest experiments first. A scheduling hint only.
     cost: float = 0.0
 
