@@ -293,6 +293,7 @@ def _run_parallel(exps, jobs: int, quick: bool, out_dir: str, fig_dir: str) -> d
     names the experiment (its output is above). Each worker writes only its own results
     folder and figures, each atomically, as ``molrg run`` does.
     """
+    import signal
     import subprocess
     import threading
 
@@ -307,15 +308,17 @@ def _run_parallel(exps, jobs: int, quick: bool, out_dir: str, fig_dir: str) -> d
     def start(exp):
         code = ("import sys; from molrg.cli import _reproduce_worker; "
                 "sys.exit(_reproduce_worker(*sys.argv[1:]))")
+        # SIGINT's default action in the worker: stop_all's Ctrl-C must reach it even when this
+        # process was started with SIGINT ignored (`cmd &` in a non-interactive shell)
         proc = subprocess.Popen([sys.executable, "-c", code, exp.name, "1" if quick else "0", out_dir, fig_dir],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         t = threading.Thread(target=relay, args=(exp.name, proc.stdout), daemon=True)
         t.start()
         relays.append(t)
         running[exp.name] = (proc, time.perf_counter())
 
     def stop_all():  # Ctrl-C, as a user would: each worker removes its unfinished folder
-        import signal
         for proc, _ in running.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
