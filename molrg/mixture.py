@@ -59,7 +59,8 @@ class MoLRG:
         ``"orthogonal"`` (mutually orthogonal subspaces) takes a cheaper exact path.
 
     Attributes:
-      n, K, dims (tuple of d_k), D (= sum d_k), bases (tuple of ``(n, d_k)``),
+      n, K, dims (tuple of d_k), D (= sum d_k), stacked_bases (``U = [U_1 ... U_K]``,
+      ``(n, D)``: how the bases are stored), bases (tuple of ``(n, d_k)`` slices of it),
       weights, delta, noise, means.
 
     Example:
@@ -67,7 +68,11 @@ class MoLRG:
       >>> x0, labels = mix.sample(jax.random.key(1), 1000)
     """
 
-    __slots__ = ("bases", "weights", "delta", "noise", "means", "structure", "noiseless", "sharp")
+    # The bases are stored stacked, U = [U_1 ... U_K] (n, sum_k d_k), with the d_k static:
+    # the posterior's two products use U itself, and a concatenation inside every compiled
+    # call was measured to cost 5-15% of the exact denoiser (benchmarks/bench_core.py).
+    __slots__ = ("stacked_bases", "dims", "weights", "delta", "noise", "means", "structure",
+                 "noiseless", "sharp")
 
     def __init__(self, bases, weights=None, delta=0.0, noise=0.0, means=None, *, structure=None,
                  _noiseless=None, _sharp=None):
@@ -109,7 +114,8 @@ class MoLRG:
         elif structure == "orthogonal" and detected == "general":
             fail("structure", "'orthogonal' requested but the subspaces are not mutually orthogonal")
 
-        self.bases = bases_t
+        self.stacked_bases = jnp.concatenate(bases_t, axis=1)
+        self.dims = tuple(int(b.shape[1]) for b in bases_t)
         self.weights = jnp.asarray(weights, dtype)
         self.delta = jnp.asarray(delta, dtype)
         self.noise = jnp.asarray(noise, dtype)
@@ -146,17 +152,16 @@ class MoLRG:
 
     # -- pytree ---------------------------------------------------------------------
     def tree_flatten(self):
-        children = (self.bases, self.weights, self.delta, self.noise, self.means)
-        return children, (self.structure, self.noiseless, self.sharp)
+        children = (self.stacked_bases, self.weights, self.delta, self.noise, self.means)
+        return children, (self.structure, self.noiseless, self.sharp, self.dims)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        structure, noiseless, sharp = aux
+        structure, noiseless, sharp, dims = aux
         obj = object.__new__(cls)
-        bases, weights, delta, noise, means = children
-        for name, value in zip(("bases", "weights", "delta", "noise", "means"),
-                               (tuple(bases), weights, delta, noise, means)):
+        for name, value in zip(("stacked_bases", "weights", "delta", "noise", "means"), children):
             object.__setattr__(obj, name, value)
+        object.__setattr__(obj, "dims", dims)
         object.__setattr__(obj, "noiseless", noiseless)
         object.__setattr__(obj, "sharp", sharp)
         object.__setattr__(obj, "structure", structure)
@@ -165,15 +170,21 @@ class MoLRG:
     # -- shape facts ------------------------------------------------------------------
     @property
     def n(self) -> int:
-        return int(self.bases[0].shape[0])
+        return int(self.stacked_bases.shape[0])
 
     @property
     def K(self) -> int:
-        return len(self.bases)
+        return len(self.dims)
 
     @property
-    def dims(self) -> tuple[int, ...]:
-        return tuple(int(b.shape[1]) for b in self.bases)
+    def bases(self) -> tuple:
+        """The class bases ``U_k``, a tuple of K ``(n, d_k)`` arrays (slices of
+        :attr:`stacked_bases`)."""
+        U, out, start = self.stacked_bases, [], 0
+        for d in self.dims:
+            out.append(U[..., start:start + d])
+            start += d
+        return tuple(out)
 
     @property
     def D(self) -> int:
@@ -181,12 +192,7 @@ class MoLRG:
 
     @property
     def dtype(self):
-        return self.bases[0].dtype
-
-    @property
-    def stacked_bases(self) -> Array:
-        """``U = [U_1 ... U_K]``, shape ``(n, sum_k d_k)``."""
-        return jnp.concatenate(self.bases, axis=1)
+        return self.stacked_bases.dtype
 
     @property
     def class_of_column(self) -> np.ndarray:

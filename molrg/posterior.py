@@ -299,15 +299,15 @@ def _assemble(mix, x, scale, analysed, log_w, which):
 def _compute(mix, x, sigma, scale, which):
     """The whole computation as one compiled program (validation happens outside)."""
     dtype = x.dtype
+    # Traced sigma/scale escape the ValueError checks; where they are not positive and
+    # finite the formulas (which see sigma^2) would give finite nonsense: NaN instead. A NaN
+    # sigma makes every logit of its sample NaN, so its whole (B, K) log posterior row;
+    # _assemble carries that to the (B, r) coordinates and the last product spreads it over
+    # the output row. Done on sigma, () or (B,), it costs no pass over a (B, K) or larger
+    # array (a select on the log posteriors cost 2-5% of the call, benchmarks/bench_core.py).
+    sigma = jnp.where(valid_noise_level(sigma, scale), sigma, jnp.nan)
     analysed = _analyse(mix, x, sigma, scale, dtype)
     log_w = _log_softmax(analysed[0])
-    # Traced sigma/scale escape the ValueError checks; where they are not positive and
-    # finite the formulas (which see sigma^2) would give finite nonsense: NaN instead.
-    # The NaN goes into the (B, K) log posterior; _assemble carries it to the (B, r)
-    # coordinates and the last product spreads it over the output row, so no extra pass over
-    # the (B, n) output is needed.
-    ok = _col(valid_noise_level(sigma, scale))
-    log_w = jnp.where(ok, log_w, jnp.nan)
     if which == "log_posterior":
         return log_w
     if which == "denoise":

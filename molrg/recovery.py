@@ -166,10 +166,6 @@ def lowrank_objective(net, params, draws) -> jax.Array:
     return denoising_loss(net, params, x0, sigma, scale, eps)
 
 
-def _stacked(bases):
-    return jnp.concatenate([jnp.asarray(b) for b in bases], axis=1)
-
-
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _recovery_program(net, recipe, x, keys, truth_key, truth_a, draws, true_blocks):
     """Every seed's starts searched (vmapped over seeds x restarts), the least objective kept
@@ -236,7 +232,7 @@ def recovery_study(net, x, mix, recipe: LowRankRecipe, *, seeds: int, key, draws
         jnp.arange(recipe.restarts)))(jnp.arange(seeds))
     true_blocks = jnp.stack([jnp.asarray(b, x.dtype) for b in mix.bases])
     out = jax.block_until_ready(_recovery_program(
-        net, recipe, x, keys, jax.random.fold_in(key, seeds), _stacked(mix.bases).astype(x.dtype), draws,
+        net, recipe, x, keys, jax.random.fold_in(key, seeds), mix.stacked_bases.astype(x.dtype), draws,
         true_blocks))
     out = {k: np.asarray(v) for k, v in out.items()}
     match = lambda pair: np.asarray(subspaces.match_pairs(pair.astype(np.float64), d=net.d).error)  # noqa: E731

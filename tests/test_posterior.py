@@ -297,6 +297,24 @@ def test_low_rank_path_equals_eigen_path_and_its_flag(name):
     assert _rel(molrg.score(mix, xt, 0.4, 0.8), grad) < 1e-8
 
 
+@pytest.mark.parametrize("structure", ["orthogonal", "low-rank"])
+def test_compiled_denoiser_has_three_products_and_no_concatenation(structure):
+    """The program the fast paths compile (before backend fusion, so on any device): the two
+    products with U plus the class-energy product, no bases concatenated per call (stored
+    stacked), and no select on the (B, K) log posteriors (validity goes through sigma)."""
+    mix = molrg.random_molrg(jax.random.key(0), n=20, K=3, d=4, delta=0.0 if structure == "low-rank" else 0.2,
+                             dtype=jnp.float32)
+    if structure == "low-rank":
+        mix = molrg.MoLRG(mix.bases, delta=0.0, structure="general")
+        assert mix.sharp
+    x = jnp.ones((16, 20), jnp.float32)
+    text = jax.jit(lambda m, x, s: molrg.denoise(m, x, s, return_posterior=True)).lower(
+        mix, x, jnp.linspace(0.1, 1.0, 16, dtype=jnp.float32)).as_text()
+    assert text.count("stablehlo.dot_general") == 3
+    assert "stablehlo.concatenate" not in text
+    assert "tensor<16x3xi1>" not in text  # no (B, K) mask
+
+
 def test_low_rank_path_float32_across_sigma():
     """The low-rank path keeps the float32 accuracy the module docstring states (posteriors
     within 2e-5, denoiser within 5e-5 relative) from sigma = 1e-4 to 1e4, against float64."""

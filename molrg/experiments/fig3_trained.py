@@ -331,7 +331,7 @@ def run(cfg: Fig3TrainedConfig, verbose: bool = True) -> Results:
     blocks = [U[:, k * cfg.d:(k + 1) * cfg.d] for k in range(cfg.K)]
     rec = compare_subspaces(blocks, mix)  # rec.error normalised; rec.frobenius_error = sqrt(2Kd) x it
     max_angles_deg = [float(np.degrees(np.max(a))) for a in rec.angles]
-    Ustar = np.concatenate([np.asarray(b) for b in mix.bases], axis=1)
+    Ustar = np.asarray(mix.stacked_bases)
     stacked_err = float(np.linalg.norm(U @ U.T - Ustar @ Ustar.T))
 
     sig, sc = paper_timestep_sigmas()

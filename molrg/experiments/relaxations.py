@@ -280,7 +280,7 @@ def truth_frame(mix: molrg.MoLRG, d_net: int, key) -> jnp.ndarray:
     """The ``(n, K d_net)`` start "at the truth" of a network with ``d_net`` columns per block:
     block k holds ``U_k`` and, where ``d_k < d_net``, orthonormal directions orthogonal to every
     ``U_l`` (the network's polar map orthonormalises the blocks of overlapping subspaces)."""
-    stacked = jnp.concatenate(mix.bases, axis=1)
+    stacked = mix.stacked_bases
     q, _ = jnp.linalg.qr(stacked)
     blocks = []
     for k, b in enumerate(mix.bases):
