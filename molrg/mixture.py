@@ -59,8 +59,8 @@ class MoLRG:
         ``"orthogonal"`` (mutually orthogonal subspaces) takes a cheaper exact path.
 
     Attributes:
-      n, K, dims (tuple of d_k), D (= sum d_k), stacked_bases (``U = [U_1 ... U_K]``,
-      ``(n, D)``: how the bases are stored), bases (tuple of ``(n, d_k)`` slices of it),
+      n, K, dims (tuple of d_k), D (= sum d_k), bases (tuple of ``(n, d_k)``),
+      stacked_bases (the bases side by side, ``(n, D)``; the form they are stored in),
       weights, delta, noise, means.
 
     Example:
