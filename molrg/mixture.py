@@ -70,7 +70,7 @@ class MoLRG:
 
     # The bases are stored stacked, U = [U_1 ... U_K] (n, sum_k d_k), with the d_k static:
     # the posterior's two products use U itself, and a concatenation inside every compiled
-    # call was measured to cost 5-15% of the exact denoiser (benchmarks/bench_core.py).
+    # call was measured to cost about 10-20% of the exact denoiser (bench_core.py timing).
     __slots__ = ("stacked_bases", "dims", "weights", "delta", "noise", "means", "structure",
                  "noiseless", "sharp")
 
