@@ -92,13 +92,20 @@ def _col(v):
     return v if v.ndim == 0 else v[:, None]
 
 
-# XLA:CPU runs a reduction over a short minor axis (a group of d ~ 5-16 coordinates, K ~ 3-10
-# classes) well below memory speed, and such reductions were most of the time beyond the two
-# matrix products (benchmarks/bench_core.py). So the orthogonal path's group energies are one
-# product with a 0/1 indicator matrix (the square fuses into it), and up to _UNROLL classes
-# the log-softmax's reductions over classes are written out as element-wise operations on
-# (B,) columns.
+# XLA:CPU runs a reduction over a short minor axis (K ~ 3-10 classes) well below memory speed,
+# so up to _UNROLL classes the log-softmax's reductions over classes are written out as
+# element-wise operations on (B,) columns. The orthogonal path's class energies |z_k|^2 with
+# equal dims d: up to _UNROLL_DIM, a sum of d strided columns of the (B, K, d) coordinates,
+# element-wise work that XLA fuses into the log-softmax's kernels (each of them recomputes
+# it, O(d) per entry); beyond, one reduction over d, a kernel of its own that no consumer
+# recomputes. Per-kernel profiles (jax.profiler, XLA:CPU, 2 cores), time beyond the two
+# products: (B, n, K, d) = (4096, 50, 3, 5) 95-130 us strided against 190-270 reduced and
+# ~300 with the former product by a 0/1 indicator matrix (square and product, two kernels);
+# (16384, 128, 4, 8) 440-530 strided against 760-870 reduced; (8192, 256, 8, 16) 1.8-2.0 ms
+# strided against 1.0-1.1 reduced; (2048, 784, 10, 16) 0.56-0.70 ms against 0.41. Unequal
+# dims keep the indicator product.
 _UNROLL = 16
+_UNROLL_DIM = 8
 
 
 def _group_sum(a, sizes):
@@ -127,11 +134,23 @@ def _log_softmax(logits):
     return shifted - jnp.log(total)[..., None]
 
 
+def _block_energies(z, sizes):
+    """``|z_k|^2`` for each group of consecutive coordinates: z (B, r) -> (B, G)."""
+    G = len(sizes)
+    if len(set(sizes)) > 1:
+        return _group_sum(z * z, sizes)
+    d = sizes[0]
+    zr = z.reshape(z.shape[0], G, d)
+    if d <= _UNROLL_DIM:
+        return functools.reduce(jnp.add, [jnp.square(zr[:, :, j]) for j in range(d)])
+    return jnp.sum(zr * zr, axis=-1)
+
+
 def _expand(a, sizes):
     """Repeats group values ``a`` (..., G) to the frame coordinates (..., r)."""
     if len(sizes) == sum(sizes):
         return a
-    return jnp.repeat(a, np.asarray(sizes), axis=-1, total_repeat_length=sum(sizes))
+    return a[..., np.repeat(np.arange(len(sizes)), sizes)]  # a constant-index gather
 
 
 def _scale_groups(z, beta, sizes):
@@ -179,14 +198,15 @@ def _analyse(mix, x, sigma, scale, dtype):
         #   logit_k = log pi_k + E_k (1 - delta^2) / (2 (1 + c)(delta^2 + c))
         #             - d_k / 2 log1p((1 - delta^2) / (delta^2 + c))   (+ common terms),
         # both written as products/log1p so they keep their accuracy at any sigma.
-        energy = _group_sum(z * z, sizes)  # (B, K)
+        energy = _block_energies(z, sizes)  # (B, K)
         delta2 = jnp.square(mix.delta.astype(dtype))
         cc = _col(c)
         gap = 1.0 - delta2
-        dims = jnp.asarray(np.asarray(mix.dims), dtype)[None, :]
         logits = (jnp.log(mix.weights.astype(dtype))[None, :]
-                  + 0.5 * energy * (gap / ((1.0 + cc) * (delta2 + cc)))
-                  - 0.5 * dims * jnp.log1p(gap / (delta2 + cc)))
+                  + 0.5 * energy * (gap / ((1.0 + cc) * (delta2 + cc))))
+        if len(set(mix.dims)) > 1:  # with equal dims the term is common to all classes
+            dims = jnp.asarray(np.asarray(mix.dims), dtype)[None, :]
+            logits = logits - 0.5 * dims * jnp.log1p(gap / (delta2 + cc))
         return logits, geo, z, z, c, cc, eta2, sigma2
 
     # General case: per-class coordinates (B, K, r) in groups of equal variance.

@@ -49,6 +49,9 @@ def _mixtures():
 
 
 MIXTURES = _mixtures()
+# NaN handling also past molrg.posterior._UNROLL classes (the reductions over classes there are
+# XLA's own, not written out): 20 classes.
+NAN_CASES = {**MIXTURES, "20_classes": molrg.random_molrg(jax.random.key(9), n=48, K=20, d=2, delta=0.3)}
 
 
 def _inputs(mix, sigma, factor, num=300, seed=5):
@@ -85,11 +88,11 @@ def test_float32_large_inputs_keep_their_accuracy(name, sigma, factor):
     assert d_err.max() <= D_TOL_LARGE, d_err.max()
 
 
-@pytest.mark.parametrize("name", list(MIXTURES))
+@pytest.mark.parametrize("name", list(NAN_CASES))
 def test_overflowing_inputs_give_nan_not_a_wrong_number(name):
     """|x_t|^2 beyond float32's range: every output of the sample is NaN."""
-    mix = _f32(MIXTURES[name])
-    xt32, _ = _inputs(MIXTURES[name], 1.0, 1e20, num=20)
+    mix = _f32(NAN_CASES[name])
+    xt32, _ = _inputs(NAN_CASES[name], 1.0, 1e20, num=20)
     for sigma in (1e-4, 1.0, 1e4):
         den, post = molrg.denoise(mix, xt32, jnp.float32(sigma), return_posterior=True)
         assert np.all(np.isnan(den)) and np.all(np.isnan(post))
@@ -218,9 +221,9 @@ def test_empirical_masked_and_weighted_at_tiny_sigma(train32):
 # --- traced non-positive sigma / scale -> NaN -----------------------------------------------
 @pytest.mark.parametrize("fn", [molrg.posterior, molrg.log_posterior, molrg.denoise, molrg.score,
                                 molrg.predict_noise])
-@pytest.mark.parametrize("name", ["orthogonal", "overlap30"])
+@pytest.mark.parametrize("name", ["orthogonal", "overlap30", "20_classes"])
 def test_traced_invalid_sigma_gives_nan(fn, name):
-    mix = MIXTURES[name]
+    mix = NAN_CASES[name]
     xt, _ = _inputs(mix, 0.5, 1.0, num=4)
     xt = xt.astype(jnp.float64)
     f = jax.jit(lambda s, a: fn(mix, xt, s, a))

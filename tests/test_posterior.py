@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import molrg
+from molrg.posterior import _UNROLL_DIM
 from tests.oracle import dense_posterior_and_denoise, make_log_density, random_test_mixture
 
 SIGMAS = [1e-3, 0.05, 0.7, 4.0, 300.0]
@@ -84,6 +85,23 @@ def test_matches_dense_oracle_per_sample_sigma_and_scale(name):
     assert np.max(np.abs(post - post_ref)) < 1e-9
     # relative per row: rows have very different sizes across sigma
     for b in range(8):
+        assert _rel(den[b], den_ref[b]) < 1e-9
+
+
+@pytest.mark.parametrize("d", [1, 5, _UNROLL_DIM, _UNROLL_DIM + 1])
+def test_equal_dims_energy_forms_match_oracle(d):
+    """Equal dims up to _UNROLL_DIM take the strided-column energies, beyond it a reduction
+    over d (both skip the dims' log1p term, common to all classes). Both, with unequal
+    weights, per-sample sigma and scale, against the dense oracle."""
+    mix = molrg.random_molrg(jax.random.key(d), n=3 * d + 2, K=3, d=d, delta=0.3, noise=0.05,
+                             weights=jnp.array([0.5, 0.3, 0.2]))
+    sigma = jnp.asarray(np.geomspace(1e-2, 20.0, 7))
+    scale = jnp.asarray(np.linspace(0.4, 1.0, 7))
+    _, _, xt = _noisy(mix, 7, sigma, scale)
+    post_ref, den_ref = dense_posterior_and_denoise(mix, xt, sigma, scale)
+    den, post = molrg.denoise(mix, xt, sigma, scale, return_posterior=True)
+    assert np.max(np.abs(post - post_ref)) < 1e-9
+    for b in range(7):
         assert _rel(den[b], den_ref[b]) < 1e-9
 
 
@@ -297,20 +315,26 @@ def test_low_rank_path_equals_eigen_path_and_its_flag(name):
     assert _rel(molrg.score(mix, xt, 0.4, 0.8), grad) < 1e-8
 
 
-@pytest.mark.parametrize("structure", ["orthogonal", "low-rank"])
-def test_compiled_denoiser_has_three_products_and_no_concatenation(structure):
-    """The program the fast paths compile (before backend fusion, so on any device): the two
-    products with U plus the class-energy product, no bases concatenated per call (stored
-    stacked), and no select on the (B, K) log posteriors (validity goes through sigma)."""
-    mix = molrg.random_molrg(jax.random.key(0), n=20, K=3, d=4, delta=0.0 if structure == "low-rank" else 0.2,
-                             dtype=jnp.float32)
+@pytest.mark.parametrize("structure", ["orthogonal", "orthogonal-d>8", "low-rank", "ragged"])
+def test_compiled_denoiser_has_only_the_two_products_and_no_concatenation(structure):
+    """The program the fast paths compile (before backend fusion, so on any device): with
+    equal dims, the two products with U and nothing else of their kind (the class energies
+    are sums over d, and the dims' log1p term, common to all classes, is not computed);
+    with unequal dims one more product, the energies with an indicator matrix, and the
+    log1p term. Never the bases concatenated per call (they are
+    stored stacked) nor a select on the (B, K) log posteriors (validity goes through sigma)."""
+    dims = {"ragged": (4, 2, 3), "orthogonal-d>8": 12}.get(structure, 4)
+    mix = molrg.random_molrg(jax.random.key(0), n=40, K=3, d=dims,
+                             delta=0.0 if structure == "low-rank" else 0.2, dtype=jnp.float32)
     if structure == "low-rank":
         mix = molrg.MoLRG(mix.bases, delta=0.0, structure="general")
         assert mix.sharp
-    x = jnp.ones((16, 20), jnp.float32)
+    assert mix.structure == ("general" if structure == "low-rank" else "orthogonal")
+    x = jnp.ones((16, 40), jnp.float32)
     text = jax.jit(lambda m, x, s: molrg.denoise(m, x, s, return_posterior=True)).lower(
         mix, x, jnp.linspace(0.1, 1.0, 16, dtype=jnp.float32)).as_text()
-    assert text.count("stablehlo.dot_general") == 3
+    assert text.count("stablehlo.dot_general") == (3 if structure == "ragged" else 2)
+    assert ("stablehlo.log_plus_one" in text) == (structure == "ragged")
     assert "stablehlo.concatenate" not in text
     assert "tensor<16x3xi1>" not in text  # no (B, K) mask
 
