@@ -76,15 +76,18 @@ def test_matches_dense_oracle_shared_sigma(name, sigma):
 
 @pytest.mark.parametrize("name", list(MIXTURES))
 def test_matches_dense_oracle_per_sample_sigma_and_scale(name):
-    mix = MIXTURES[name]
-    sigma = jnp.asarray(np.geomspace(2e-3, 50.0, 8))
-    scale = jnp.asarray(np.linspace(0.3, 1.0, 8))
-    _, _, xt = _noisy(mix, 8, sigma, scale)
+    _assert_matches_oracle_per_sample(MIXTURES[name], np.geomspace(2e-3, 50.0, 8), np.linspace(0.3, 1.0, 8))
+
+
+def _assert_matches_oracle_per_sample(mix, sigma, scale):
+    """Posteriors and denoiser for one sigma and scale per sample, against the dense oracle."""
+    sigma, scale = jnp.asarray(sigma), jnp.asarray(scale)
+    _, _, xt = _noisy(mix, len(sigma), sigma, scale)
     post_ref, den_ref = dense_posterior_and_denoise(mix, xt, sigma, scale)
     den, post = molrg.denoise(mix, xt, sigma, scale, return_posterior=True)
     assert np.max(np.abs(post - post_ref)) < 1e-9
     # relative per row: rows have very different sizes across sigma
-    for b in range(8):
+    for b in range(len(sigma)):
         assert _rel(den[b], den_ref[b]) < 1e-9
 
 
@@ -95,14 +98,7 @@ def test_equal_dims_energy_forms_match_oracle(d):
     weights, per-sample sigma and scale, against the dense oracle."""
     mix = molrg.random_molrg(jax.random.key(d), n=3 * d + 2, K=3, d=d, delta=0.3, noise=0.05,
                              weights=jnp.array([0.5, 0.3, 0.2]))
-    sigma = jnp.asarray(np.geomspace(1e-2, 20.0, 7))
-    scale = jnp.asarray(np.linspace(0.4, 1.0, 7))
-    _, _, xt = _noisy(mix, 7, sigma, scale)
-    post_ref, den_ref = dense_posterior_and_denoise(mix, xt, sigma, scale)
-    den, post = molrg.denoise(mix, xt, sigma, scale, return_posterior=True)
-    assert np.max(np.abs(post - post_ref)) < 1e-9
-    for b in range(7):
-        assert _rel(den[b], den_ref[b]) < 1e-9
+    _assert_matches_oracle_per_sample(mix, np.geomspace(1e-2, 20.0, 7), np.linspace(0.4, 1.0, 7))
 
 
 @settings(max_examples=10, deadline=None)
