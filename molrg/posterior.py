@@ -114,7 +114,7 @@ def _group_sum(a, sizes):
     G = len(sizes)
     if G == r:
         return a
-    if len(set(sizes)) == 1 and a.ndim > 2:
+    if len(set(sizes)) == 1:
         return a.reshape(*a.shape[:-1], G, sizes[0]).sum(-1)
     ind = np.zeros((r, G), dtype=np.float32)
     ind[np.arange(r), np.repeat(np.arange(G), sizes)] = 1.0
@@ -136,14 +136,11 @@ def _log_softmax(logits):
 
 def _block_energies(z, sizes):
     """``|z_k|^2`` for each group of consecutive coordinates: z (B, r) -> (B, G)."""
-    G = len(sizes)
-    if len(set(sizes)) > 1:
-        return _group_sum(z * z, sizes)
     d = sizes[0]
-    zr = z.reshape(z.shape[0], G, d)
-    if d <= _UNROLL_DIM:
+    if len(set(sizes)) == 1 and d <= _UNROLL_DIM:
+        zr = z.reshape(z.shape[0], len(sizes), d)
         return functools.reduce(jnp.add, [jnp.square(zr[:, :, j]) for j in range(d)])
-    return jnp.sum(zr * zr, axis=-1)
+    return _group_sum(z * z, sizes)
 
 
 def _expand(a, sizes):

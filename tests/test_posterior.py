@@ -317,8 +317,8 @@ def test_compiled_denoiser_has_only_the_two_products_and_no_concatenation(struct
     equal dims, the two products with U and nothing else of their kind (the class energies
     are sums over d, and the dims' log1p term, common to all classes, is not computed);
     with unequal dims one more product, the energies with an indicator matrix, and the
-    log1p term. Never the bases concatenated per call (they are
-    stored stacked) nor a select on the (B, K) log posteriors (validity goes through sigma)."""
+    log1p term. Never the bases concatenated per call (they are stored stacked) nor a select
+    on the (B, K) log posteriors (validity goes through sigma)."""
     dims = {"ragged": (4, 2, 3), "orthogonal-d>8": 12}.get(structure, 4)
     mix = molrg.random_molrg(jax.random.key(0), n=40, K=3, d=dims,
                              delta=0.0 if structure == "low-rank" else 0.2, dtype=jnp.float32)
