@@ -346,8 +346,15 @@ def geometry(mix: MoLRG, dtype=None) -> Geometry:
         proj = (vec * keep[None, :]) @ vec.T
         covs.append(own @ own.T + delta2 * proj)
     covs = jnp.stack(covs)
-    variances, rotations = jnp.linalg.eigh(covs)  # (K, r), (K, r, r)
-    variances = jnp.maximum(variances, 0.0)
+    variances, rotations = jnp.linalg.eigh(covs)  # (K, r), (K, r, r), ascending
+    # Class k's covariance has rank at most d_k when delta = 0 (statically) and at most D
+    # otherwise, so its smallest r - d_k (r - D) eigenvalues are exactly zero; eigh returns
+    # them as rounding noise of size ~eps (1e-7 in float32), which next to sigma^2 = 1e-8
+    # would keep 90% of the noise in those directions and add log1p(v / c) ~ 2 nats to the
+    # class's log-determinant. Set them to the zero they are.
+    rank = np.asarray(mix.dims) if mix.sharp else np.full(K, D)
+    structural_zero = np.arange(r)[None, :] < (r - rank)[:, None]  # (K, r), static
+    variances = jnp.where(structural_zero, 0.0, jnp.maximum(variances, 0.0))
     mean_coords = None if mix.means is None else mix.means.astype(dtype) @ frame
     return Geometry(frame, rotations, variances, (1,) * r, mean_coords)
 

@@ -46,6 +46,30 @@ def test_sampler_matches_model_moments(kind):
         assert np.max(np.abs(emp - cov) / se) < 5.0
 
 
+@pytest.mark.parametrize("delta", [0.0, 0.3])
+def test_general_geometry_variances_have_exact_zeros_in_float32(delta):
+    """Class k's covariance in the frame has rank d_k (delta = 0) or at most D: its other
+    eigenvalues are exactly 0 even in float32, where eigh returns them as ~1e-7 noise (which
+    next to sigma^2 = 1e-8 kept 90% of the noise in those directions). The remaining
+    variances match the float64 spectrum of the oracle's class covariances."""
+    k = _keys(2, seed=3)
+    n, K, d = 9, 3, 2
+    means = 0.5 * jax.random.normal(k[1], (K, n), jnp.float64)
+    mix = molrg.random_molrg(k[0], n=n, K=K, d=d, delta=delta, angle=40.0, means=means)
+    assert mix.structure == "general"
+    mix32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), mix)
+    geo = molrg.geometry(mix32)
+    r, D = geo.frame.shape[1], K * d
+    zeros = r - (d if delta == 0.0 else D)
+    assert zeros > 0
+    v = np.asarray(geo.variances, np.float64)
+    assert np.all(v[:, :zeros] == 0.0)
+    mix64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), mix32)
+    for cls, cov in enumerate(class_covariances(mix64)):
+        want = np.sort(np.linalg.eigvalsh(cov))[-(r - zeros):]  # the nonzero part of the spectrum
+        np.testing.assert_allclose(v[cls, zeros:], want, rtol=0, atol=1e-5)
+
+
 def test_random_molrg_angle_gives_the_principal_angles():
     mix = molrg.random_molrg(jax.random.key(0), n=30, K=3, d=4, angle=30.0)
     for a in range(3):
