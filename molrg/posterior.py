@@ -45,7 +45,11 @@ in tests/test_posterior.py and tests/test_numerics_hardening.py): for sigma from
 1e4 and inputs of typical size, posteriors within 2e-5 and the denoiser within 5e-5
 (relative) on every path. For sigma >= 1 and inputs up to 1e6 times their typical size,
 posteriors and denoiser within 1e-3 (measured: 5e-5 orthogonal, 3.2e-4 general, the
-latter from its float32 frame and eigenvectors; at sigma >= 100, 4e-5 on every path). At
+latter from its float32 frame and eigenvectors; at sigma >= 100, 4e-5 on every path). For
+typical inputs at sigma from 1e6 to 1e15 the denoiser, noise estimate and score stay
+within 1e-5 of float64 (the orthogonal path's coefficients are products of bounded
+factors, never ``(1 + c)(delta^2 + c)``, which overflows float32 at sigma ~ 4e9; with
+eta > 0 the ambient weight ``eta^2 / c`` underflows beyond sigma ~ 1e17 eta). At
 small sigma, inputs far larger than typical give decided posteriors that are right; near
 a decision boundary the posterior there depends on the input to ``eps |x_t|``, which no
 float32 computation resolves. Where a class's quadratic form ``|x_t / s|^2 / c`` overflows
@@ -160,6 +164,15 @@ def _scale_groups(z, beta, sizes):
     return z * _expand(beta, sizes)
 
 
+def _orthogonal_rates(delta2, cc):
+    """``(1 - delta^2) / (delta^2 + c)`` and ``1 / (1 + c)``: the orthogonal path's
+    coefficients are products of these, never of ``(1 + c)(delta^2 + c)`` itself, which
+    overflows float32 at c ~ 2e19 (sigma ~ 4e9) and made the posterior-weighted part of the
+    denoiser vanish (77% error at sigma = 1e10). Written identically in _analyse and
+    _assemble, so XLA computes each once."""
+    return (1.0 - delta2) / (delta2 + cc), 1.0 / (1.0 + cc)
+
+
 def _frame(mix, dtype):
     """The frame the computation works in: :func:`molrg.mixture.geometry`, except on the
     low-rank path (delta = 0 statically, zero means, any angles between the subspaces).
@@ -194,16 +207,16 @@ def _analyse(mix, x, sigma, scale, dtype):
         # dims, eta and per-sample noise). With block energies E_l = |U_l^T x_t / s|^2,
         #   logit_k = log pi_k + E_k (1 - delta^2) / (2 (1 + c)(delta^2 + c))
         #             - d_k / 2 log1p((1 - delta^2) / (delta^2 + c))   (+ common terms),
-        # both written as products/log1p so they keep their accuracy at any sigma.
+        # both written as bounded factors/log1p so they keep their accuracy at any sigma.
         energy = _block_energies(z, sizes)  # (B, K)
         delta2 = jnp.square(mix.delta.astype(dtype))
         cc = _col(c)
-        gap = 1.0 - delta2
+        gap_rate, own_rate = _orthogonal_rates(delta2, cc)
         logits = (jnp.log(mix.weights.astype(dtype))[None, :]
-                  + 0.5 * energy * (gap / ((1.0 + cc) * (delta2 + cc))))
+                  + 0.5 * energy * (gap_rate * own_rate))
         if len(set(mix.dims)) > 1:  # with equal dims the term is common to all classes
             dims = jnp.asarray(np.asarray(mix.dims), dtype)[None, :]
-            logits = logits - 0.5 * dims * jnp.log1p(gap / (delta2 + cc))
+            logits = logits - 0.5 * dims * jnp.log1p(gap_rate)
         return logits, geo, z, z, c, cc, eta2, sigma2
 
     # General case: per-class coordinates (B, K, r) in groups of equal variance.
@@ -279,9 +292,11 @@ def _assemble(mix, x, scale, analysed, log_w, which):
     nan_row = jnp.isnan(log_w[:, :1])
     if coords is z:  # orthogonal, zero means: beta_l = g_other + (g_own - g_other) w_l
         delta2 = jnp.square(mix.delta.astype(z.dtype))
-        # g_own - g_other = +-sigma^2 (1 - delta^2) / ((1 + c)(delta^2 + c)), as a product.
+        # g_own - g_other = +-sigma^2 (1 - delta^2) / ((1 + c)(delta^2 + c)), as a product of
+        # bounded factors: sigma^2 / (1 + c) <= 1 and (1 - delta^2) / (delta^2 + c).
         s2 = _col(sigma2)
-        spread = s2 * (1.0 - delta2) / ((1.0 + cc) * (delta2 + cc))
+        gap_rate, own_rate = _orthogonal_rates(delta2, cc)
+        spread = (s2 * own_rate) * gap_rate
         if which == "denoise":
             g_other, slope = (delta2 + eta2) / (delta2 + cc), spread
         else:
